@@ -1,0 +1,248 @@
+"""Waveform -> Whisper log-mel, in pure torch (no torchaudio, no numpy STFT).
+
+Follows `transformers.WhisperFeatureExtractor` step for step so a real Whisper encoder sees the features
+it was trained on: 16 kHz mono, 30 s windows zero-padded, periodic Hann STFT (n_fft 400, hop 160,
+centred with reflect padding), power spectrum without its last frame, Slaney mel filters
+(`transformers.audio_utils.mel_filter_bank`), log10 clamped at 1e-10, floored at the window's max - 8,
+then (x + 4) / 4.
+
+Only real audio becomes tokens: a clip of n samples covers ceil(n / 160) mel frames per window and
+(m - 1) // 2 + 1 encoder frames (Whisper's second conv has stride 2), i.e. 50 per second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SAMPLING_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+DEFAULT_CHUNK_SECONDS = 30.0
+
+_INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.uint8): 128.0}
+
+
+# ======================================================================================= waveform
+def _as_float_tensor(audio) -> torch.Tensor:
+    if isinstance(audio, torch.Tensor):
+        return audio.detach().to(torch.float32).cpu()
+    array = np.asarray(audio)
+    if array.dtype in _INT_SCALE:
+        offset = 128.0 if array.dtype == np.uint8 else 0.0
+        array = (array.astype(np.float32) - offset) / _INT_SCALE[array.dtype]
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"audio must hold float or PCM integer samples, got dtype {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def to_mono(waveform: torch.Tensor) -> torch.Tensor:
+    """(T,), (C, T) or (T, C) -> (T,) float32 channel mean. The channel axis is the shorter one."""
+    waveform = _as_float_tensor(waveform)
+    if waveform.ndim > 2:
+        raise ValueError(f"audio must be 1-D (samples) or 2-D (channels x samples), got shape {tuple(waveform.shape)}")
+    if waveform.numel() == 0:
+        raise ValueError(f"audio is empty (shape {tuple(waveform.shape)}): a clip needs at least one sample")
+    if not torch.isfinite(waveform).all():
+        bad = int((~torch.isfinite(waveform)).sum())
+        raise ValueError(f"audio holds {bad} NaN/inf samples out of {waveform.numel()}")
+    if waveform.ndim == 1:
+        return waveform
+    channel_axis = 0 if waveform.shape[0] <= waveform.shape[1] else 1
+    return waveform.mean(dim=channel_axis)
+
+
+@lru_cache(maxsize=32)
+def _sinc_resample_kernel(
+    orig: int, new: int, lowpass_filter_width: int, rolloff: float, beta: float
+) -> tuple[torch.Tensor, int]:
+    """Polyphase windowed-sinc kernels (new, 1, K) for a reduced ratio orig:new, and the half-width pad.
+
+    Output phase j sits at input time j * orig / new; its kernel samples a Kaiser-windowed sinc low-pass
+    with cut-off rolloff * min(orig, new) / 2 (in units of the input rate) at the input taps around it.
+    """
+    base_freq = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base_freq)
+    taps = torch.arange(-width, width + orig, dtype=torch.float64)[None, :] / orig  # (1, K), input time
+    phases = -torch.arange(new, dtype=torch.float64)[:, None] / new  # (new, 1), minus output time
+    t = ((taps + phases) * base_freq).clamp(-lowpass_filter_width, lowpass_filter_width)
+    window = torch.special.i0(beta * torch.sqrt(1 - (t / lowpass_filter_width) ** 2)) / torch.special.i0(
+        torch.tensor(beta, dtype=torch.float64)
+    )
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
+    kernels = sinc * window * (base_freq / orig)
+    return kernels.to(torch.float32)[:, None, :], width
+
+
+def resample(
+    waveform: torch.Tensor,
+    orig_sr: int,
+    target_sr: int = SAMPLING_RATE,
+    lowpass_filter_width: int = 16,
+    rolloff: float = 0.945,
+    beta: float = 14.769656459379492,
+) -> torch.Tensor:
+    """Band-limited resampling (..., T) -> (..., ceil(T * target_sr / orig_sr)).
+
+    Windowed-sinc (Kaiser) polyphase filter: the rate ratio is reduced by its gcd and every output phase
+    gets its own kernel, so any rational ratio (8/22.05/44.1/48 kHz -> 16 kHz) costs one strided conv1d.
+    """
+    for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
+        if not float(rate).is_integer() or rate <= 0:
+            raise ValueError(f"{name} must be a positive integer rate in Hz, got {rate}")
+    orig_sr, target_sr = int(orig_sr), int(target_sr)
+    if orig_sr == target_sr:
+        return waveform
+    gcd = math.gcd(orig_sr, target_sr)
+    orig, new = orig_sr // gcd, target_sr // gcd
+    kernels, width = _sinc_resample_kernel(orig, new, lowpass_filter_width, rolloff, beta)
+    shape = waveform.shape
+    flat = waveform.reshape(-1, 1, shape[-1]).to(torch.float32)
+    padded = F.pad(flat, (width, width + orig))
+    phases = F.conv1d(padded, kernels.to(flat.device), stride=orig)  # (N, new, frames)
+    out = phases.transpose(1, 2).reshape(flat.shape[0], -1)
+    target_length = math.ceil(new * shape[-1] / orig)
+    return out[:, :target_length].reshape(*shape[:-1], target_length)
+
+
+def prepare_waveform(audio, sampling_rate: int) -> torch.Tensor:
+    """Any clip (numpy/torch/list, float or PCM int, mono or stereo, any rate) -> (T,) float32 at 16 kHz."""
+    mono = to_mono(audio)
+    return resample(mono, sampling_rate, SAMPLING_RATE).contiguous()
+
+
+# ======================================================================================= lengths
+def chunk_samples(chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> int:
+    return int(round(chunk_seconds * SAMPLING_RATE))
+
+
+def mel_frames(valid_samples: int | torch.Tensor) -> int | torch.Tensor:
+    """Mel frames covering `valid_samples` of real audio: ceil(n / hop)."""
+    return (valid_samples + HOP_LENGTH - 1) // HOP_LENGTH
+
+
+def encoder_frames(num_mel_frames: int | torch.Tensor) -> int | torch.Tensor:
+    """Encoder frames after Whisper's stride-2 conv: (m - 1) // 2 + 1."""
+    return (num_mel_frames - 1) // 2 + 1
+
+
+def chunk_lengths(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> list[int]:
+    """Real samples in each window of a clip: full windows, then the remainder."""
+    if num_samples <= 0:
+        raise ValueError(f"audio has {num_samples} samples at 16 kHz: a clip needs at least one sample")
+    size = chunk_samples(chunk_seconds)
+    full, rest = divmod(int(num_samples), size)
+    return [size] * full + ([rest] if rest else [])
+
+
+def audio_token_count(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS, pool_stride: int = 1) -> int:
+    """Placeholder tokens of one 16 kHz clip: per window, ceil(encoder frames / pool stride), summed.
+    4 s -> 200; 75 s -> 1500 + 1500 + 750 = 3750."""
+    if pool_stride < 1:
+        raise ValueError(f"pool_stride must be >= 1, got {pool_stride}")
+    return sum(-(-encoder_frames(mel_frames(n)) // pool_stride) for n in chunk_lengths(num_samples, chunk_seconds))
+
+
+def chunk_waveform(waveform: torch.Tensor, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T,) 16 kHz -> ((num_chunks, chunk_samples) zero-padded windows, (num_chunks,) real samples each)."""
+    if waveform.ndim != 1:
+        raise ValueError(f"chunk_waveform takes a mono (T,) waveform, got shape {tuple(waveform.shape)}")
+    lengths = chunk_lengths(waveform.shape[0], chunk_seconds)
+    size = chunk_samples(chunk_seconds)
+    padded = F.pad(waveform, (0, len(lengths) * size - waveform.shape[0]))
+    return padded.reshape(len(lengths), size), torch.tensor(lengths, dtype=torch.long)
+
+
+# ======================================================================================= log-mel
+@lru_cache(maxsize=8)
+def _mel_filters(n_mels: int) -> torch.Tensor:
+    from transformers.audio_utils import mel_filter_bank
+
+    filters = mel_filter_bank(
+        num_frequency_bins=1 + N_FFT // 2,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=SAMPLING_RATE / 2,
+        sampling_rate=SAMPLING_RATE,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    return torch.from_numpy(np.asarray(filters, dtype=np.float32)).T.contiguous()  # (n_mels, n_freq)
+
+
+class LogMelSpectrogram:
+    """Whisper log-mel of fixed-length windows: (B, chunk_samples) -> (B, n_mels, chunk_samples // 160).
+
+    Shorter inputs are zero-padded to the window (as Whisper pads to 30 s) before the STFT, so the
+    per-window max - 8 floor sees the same padded window as `WhisperFeatureExtractor`.
+    """
+
+    def __init__(self, n_mels: int = 128, chunk_seconds: float = DEFAULT_CHUNK_SECONDS):
+        if n_mels < 1:
+            raise ValueError(f"n_mels must be >= 1, got {n_mels}")
+        self.n_mels = int(n_mels)
+        self.chunk_seconds = float(chunk_seconds)
+        self.chunk_samples = chunk_samples(chunk_seconds)
+        if self.chunk_samples % HOP_LENGTH:
+            raise ValueError(f"chunk_seconds={chunk_seconds} is not a whole number of {HOP_LENGTH}-sample hops")
+        self.num_frames = self.chunk_samples // HOP_LENGTH
+        self.filters = _mel_filters(self.n_mels)
+        self.window = torch.hann_window(N_FFT, periodic=True)
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        if windows.ndim == 1:
+            windows = windows[None]
+        if windows.ndim != 2 or windows.shape[-1] > self.chunk_samples:
+            raise ValueError(
+                f"expected (batch, <= {self.chunk_samples}) windows of 16 kHz audio, got shape {tuple(windows.shape)}"
+            )
+        windows = F.pad(windows.to(torch.float32), (0, self.chunk_samples - windows.shape[-1]))
+        spec = torch.stft(
+            windows,
+            N_FFT,
+            HOP_LENGTH,
+            window=self.window.to(windows.device),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        power = spec[..., :-1].abs().square()  # (B, n_freq, frames): Whisper drops the last frame
+        mel = torch.matmul(self.filters.to(windows.device), power)
+        log_mel = mel.clamp(min=1e-10).log10()
+        floor = log_mel.amax(dim=(1, 2), keepdim=True) - 8.0
+        return (torch.maximum(log_mel, floor) + 4.0) / 4.0
+
+
+def extract_features(
+    waveforms: Sequence[torch.Tensor], mel: LogMelSpectrogram, batch_size: int = 64
+) -> dict[str, torch.Tensor]:
+    """16 kHz mono clips -> encoder inputs, windows in clip order.
+
+    Returns:
+        input_features: (num_chunks, n_mels, frames) float32.
+        input_features_mask: (num_chunks, frames) long, 1 on mel frames of real audio.
+        audio_chunk_counts: (num_clips,) long, windows per clip.
+    """
+    if len(waveforms) == 0:
+        raise ValueError("extract_features needs at least one clip")
+    windows, lengths, counts = [], [], []
+    for waveform in waveforms:
+        clip_windows, clip_lengths = chunk_waveform(waveform, mel.chunk_seconds)
+        windows.append(clip_windows)
+        lengths.append(clip_lengths)
+        counts.append(clip_windows.shape[0])
+    all_windows = torch.cat(windows)
+    features = torch.cat([mel(all_windows[i : i + batch_size]) for i in range(0, all_windows.shape[0], batch_size)])
+    frames = mel_frames(torch.cat(lengths))
+    mask = (torch.arange(mel.num_frames)[None, :] < frames[:, None]).long()
+    return {
+        "input_features": features,
+        "input_features_mask": mask,
+        "audio_chunk_counts": torch.tensor(counts, dtype=torch.long),
+    }

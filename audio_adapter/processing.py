@@ -1,0 +1,217 @@
+"""`AudioVLMProcessor`: tokenizer + Qwen2-VL image processor + pure-torch Whisper log-mel.
+
+Raw prompts write a clip as ``<|audio_bos|><|AUDIO|><|audio_eos|>`` (the Qwen2-Audio convention); the
+processor expands each single ``<|AUDIO|>`` to the number of encoder frames that cover the real audio,
+and each ``<|image_pad|>`` to the image's merged patch count, exactly as Qwen2-VL's own processor does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import BatchFeature
+
+from .audio_features import LogMelSpectrogram, audio_token_count, extract_features, prepare_waveform
+from .tokenizer import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_SPECIAL_TOKENS, AUDIO_TOKEN, CHAT_TEMPLATE
+
+AUDIO_PROCESSOR_CONFIG = "audio_processor_config.json"
+IMAGE_TOKEN = "<|image_pad|>"
+VIDEO_TOKEN = "<|video_pad|>"
+
+
+class AudioVLMProcessor:
+    """Turns text (+ audio clips, + images) into model inputs.
+
+    Call: ``processor(text=[...], audio=[np.ndarray, ...], sampling_rate=sr, images=[...], padding=True,
+    return_tensors="pt")`` -> ``input_ids``, ``attention_mask``, ``mm_token_type_ids``, and, when given,
+    ``input_features`` (num_chunks, n_mels, chunk_frames), ``input_features_mask`` (num_chunks, chunk_frames),
+    ``pixel_values``, ``image_grid_thw``. Clips are matched to ``<|AUDIO|>`` placeholders in reading order
+    across the batch.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        n_mels: int = 128,
+        chunk_seconds: float = 30.0,
+        audio_pool_stride: int = 1,
+        chat_template: str | None = None,
+    ):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.n_mels = int(n_mels)
+        self.chunk_seconds = float(chunk_seconds)
+        self.audio_pool_stride = int(audio_pool_stride)
+        if self.audio_pool_stride < 1:
+            raise ValueError(f"audio_pool_stride must be >= 1, got {audio_pool_stride}")
+        self.mel = LogMelSpectrogram(n_mels=self.n_mels, chunk_seconds=self.chunk_seconds)
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
+        missing = [t for t in AUDIO_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+        if missing:
+            raise ValueError(f"tokenizer lacks the audio special tokens {missing}; use add_audio_tokens(tokenizer)")
+        self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+        self.audio_bos_token_id = tokenizer.convert_tokens_to_ids(AUDIO_BOS_TOKEN)
+        self.audio_eos_token_id = tokenizer.convert_tokens_to_ids(AUDIO_EOS_TOKEN)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+
+    # ------------------------------------------------------------------ audio
+    def audio_token_count(self, num_samples: int) -> int:
+        """Placeholder tokens for a 16 kHz clip of ``num_samples`` samples."""
+        return audio_token_count(num_samples, chunk_seconds=self.chunk_seconds, pool_stride=self.audio_pool_stride)
+
+    def prepare_audio(self, audio: Sequence, sampling_rate) -> list[torch.Tensor]:
+        """Clips (any rate, mono or stereo) -> 16 kHz mono float32 tensors. ``sampling_rate`` is one rate for
+        all clips or one per clip."""
+        rates = list(sampling_rate) if isinstance(sampling_rate, (list, tuple)) else [sampling_rate] * len(audio)
+        if len(rates) != len(audio):
+            raise ValueError(f"got {len(rates)} sampling rates for {len(audio)} audio clips")
+        return [prepare_waveform(clip, rate) for clip, rate in zip(audio, rates)]
+
+    def _expand_audio_placeholders(self, texts: list[str], token_counts: list[int]) -> list[str]:
+        n_placeholders = sum(t.count(AUDIO_TOKEN) for t in texts)
+        if n_placeholders != len(token_counts):
+            raise ValueError(
+                f"text has {n_placeholders} {AUDIO_TOKEN} placeholders but {len(token_counts)} audio clips were given"
+            )
+        counts = iter(token_counts)
+        expanded = []
+        for text in texts:
+            pieces = text.split(AUDIO_TOKEN)
+            out = [pieces[0]]
+            for piece in pieces[1:]:
+                out.append(AUDIO_TOKEN * next(counts))
+                out.append(piece)
+            expanded.append("".join(out))
+        return expanded
+
+    # ------------------------------------------------------------------ images
+    def _expand_image_placeholders(self, texts: list[str], image_grid_thw: torch.Tensor) -> list[str]:
+        merge = self.image_processor.merge_size**2
+        counts = [int(grid.prod()) // merge for grid in image_grid_thw]
+        n_placeholders = sum(t.count(IMAGE_TOKEN) for t in texts)
+        if n_placeholders != len(counts):
+            raise ValueError(f"text has {n_placeholders} {IMAGE_TOKEN} placeholders but {len(counts)} images were given")
+        it = iter(counts)
+        out = []
+        for text in texts:
+            pieces = text.split(IMAGE_TOKEN)
+            out.append(pieces[0] + "".join(IMAGE_TOKEN * next(it) + p for p in pieces[1:]))
+        return out
+
+    # ------------------------------------------------------------------ call
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        audio: Sequence | None = None,
+        sampling_rate: int | Sequence[int] = 16000,
+        images=None,
+        return_tensors: str = "pt",
+        padding: bool | str = True,
+        **tokenizer_kwargs,
+    ) -> BatchFeature:
+        if text is None:
+            raise ValueError("text is required: audio and images are placed at their placeholders in the text")
+        texts = [text] if isinstance(text, str) else list(text)
+        data: dict = {}
+        if audio is not None:
+            if isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1:
+                audio = [audio]
+            waveforms = self.prepare_audio(list(audio), sampling_rate)
+            token_counts = [self.audio_token_count(w.shape[-1]) for w in waveforms]
+            texts = self._expand_audio_placeholders(texts, token_counts)
+            features = extract_features(waveforms, self.mel)
+            data["input_features"] = features["input_features"]
+            data["input_features_mask"] = features["input_features_mask"]
+        elif any(AUDIO_TOKEN in t for t in texts):
+            n = sum(t.count(AUDIO_TOKEN) for t in texts)
+            raise ValueError(f"text has {n} {AUDIO_TOKEN} placeholders but no audio was given")
+        if images is not None:
+            image_inputs = self.image_processor(images=images, return_tensors="pt")
+            texts = self._expand_image_placeholders(texts, image_inputs["image_grid_thw"])
+            data.update(image_inputs)
+        encoded = self.tokenizer(texts, padding=padding, return_tensors="pt", **tokenizer_kwargs)
+        data.update(encoded)
+        input_ids = data["input_ids"]
+        # M-RoPE: images are type 1, videos 2; audio tokens are text-like (type 0) for get_rope_index.
+        mm_types = torch.zeros_like(input_ids, dtype=torch.int32)
+        mm_types[input_ids == self.image_token_id] = 1
+        mm_types[input_ids == self.video_token_id] = 2
+        data["mm_token_type_ids"] = mm_types
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    # ------------------------------------------------------------------ text helpers
+    def apply_chat_template(self, conversation, add_generation_prompt: bool = False, **kwargs) -> str:
+        """Render chat turns (``{"type": "audio"}``/``"image"``/``"text"`` content) to a prompt string."""
+        kwargs.setdefault("tokenize", False)
+        return self.tokenizer.apply_chat_template(
+            conversation, chat_template=self.chat_template, add_generation_prompt=add_generation_prompt, **kwargs
+        )
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
+        return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def decode(self, sequence, skip_special_tokens: bool = True, **kwargs) -> str:
+        return self.tokenizer.decode(sequence, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.chat_template = self.chat_template
+        self.tokenizer.save_pretrained(str(path))
+        self.image_processor.save_pretrained(str(path))
+        settings = {
+            "n_mels": self.n_mels,
+            "chunk_seconds": self.chunk_seconds,
+            "audio_pool_stride": self.audio_pool_stride,
+        }
+        (path / AUDIO_PROCESSOR_CONFIG).write_text(json.dumps(settings, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "AudioVLMProcessor":
+        """Load a processor saved with `save_pretrained` (local directory, no network)."""
+        from transformers import AutoTokenizer
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        path = Path(path)
+        settings_file = path / AUDIO_PROCESSOR_CONFIG
+        if not settings_file.is_file():
+            raise FileNotFoundError(f"{settings_file} not found: not an AudioVLMProcessor directory")
+        settings = json.loads(settings_file.read_text())
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path))
+        return cls(tokenizer, image_processor, chat_template=tokenizer.chat_template, **settings)
+
+    @classmethod
+    def from_parts(cls, vlm: str, whisper: str, audio_pool_stride: int = 1, **hub_kwargs) -> "AudioVLMProcessor":
+        """Build from a real Qwen2-VL checkpoint (tokenizer, image processor) and a Whisper checkpoint (mel bins)."""
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        tokenizer = add_audio_tokens(AutoTokenizer.from_pretrained(vlm, **hub_kwargs))
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(vlm, **hub_kwargs)
+        whisper_fe = WhisperFeatureExtractor.from_pretrained(whisper, **hub_kwargs)
+        return cls(
+            tokenizer,
+            image_processor,
+            n_mels=whisper_fe.feature_size,
+            chunk_seconds=float(whisper_fe.chunk_length),
+            audio_pool_stride=audio_pool_stride,
+            chat_template=CHAT_TEMPLATE,
+        )
+
+
+def add_audio_tokens(tokenizer):
+    """Add ``<|audio_bos|>``, ``<|AUDIO|>``, ``<|audio_eos|>`` as special tokens (no-op if present)."""
+    missing = [t for t in AUDIO_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer

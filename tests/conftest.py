@@ -1,0 +1,33 @@
+"""Shared fixtures. Everything is offline: tiny random-init models, an offline tokenizer, synthesised audio."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def tone_clip(seconds: float, freq: float = 440.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """A deterministic tone with a little noise, float32 (T,)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, processor) of the default tiny configuration; do not mutate (use `tiny_model_and_processor`)."""
+    from audio_adapter.testing import tiny_model_and_processor
+
+    return tiny_model_and_processor(seed=0)
+
+
+def audio_prompt(processor, question: str = "What do you hear?", n_clips: int = 1) -> str:
+    content = [{"type": "audio"} for _ in range(n_clips)] + [{"type": "text", "text": question}]
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
