@@ -195,28 +195,47 @@ class LogMelSpectrogram:
         self.filters = _mel_filters(self.n_mels)
         self.window = torch.hann_window(N_FFT, periodic=True)
 
-    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, windows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, <= chunk_samples) -> (B, n_mels, num_frames). `lengths` (B,): real samples per window; when
+        omitted, trailing zeros are found by scanning. Either way only the frames that reach real audio go
+        through the STFT: the rest of the padded window is exact zeros, whose log-mel is the 1e-10 clamp."""
         if windows.ndim == 1:
             windows = windows[None]
         if windows.ndim != 2 or windows.shape[-1] > self.chunk_samples:
             raise ValueError(
                 f"expected (batch, <= {self.chunk_samples}) windows of 16 kHz audio, got shape {tuple(windows.shape)}"
             )
-        windows = F.pad(windows.to(torch.float32), (0, self.chunk_samples - windows.shape[-1]))
+        windows = windows.to(torch.float32)
+        if lengths is None:
+            nonzero = windows.ne(0).any(0).nonzero()
+            longest = int(nonzero[-1]) + 1 if nonzero.numel() else 0
+        else:
+            longest = int(lengths.max())
+        # Frame t sees samples [160 t - 200, 160 t + 200): frames from ceil((longest + 200) / 160) on see only
+        # zeros. A prefix of longest + 400 samples reproduces the computed frames exactly, the reflect padding
+        # at its end reflecting zeros as the full window's would.
+        frames = min(self.num_frames, -(-(longest + N_FFT // 2) // HOP_LENGTH))
+        prefix = min(self.chunk_samples, longest + N_FFT)
+        padded = F.pad(windows[:, :prefix], (0, max(0, N_FFT // 2 + 1 - prefix)))  # reflect needs > 200 samples
         spec = torch.stft(
-            windows,
+            padded,
             N_FFT,
             HOP_LENGTH,
             window=self.window.to(windows.device),
             center=True,
             pad_mode="reflect",
             return_complex=True,
-        )
-        power = spec[..., :-1].abs().square()  # (B, n_freq, frames): Whisper drops the last frame
-        mel = torch.matmul(self.filters.to(windows.device), power)
-        log_mel = mel.clamp(min=1e-10).log10()
-        floor = log_mel.amax(dim=(1, 2), keepdim=True) - 8.0
-        return (torch.maximum(log_mel, floor) + 4.0) / 4.0
+        )[..., :frames]
+        power = spec.real.square() + spec.imag.square()  # (B, n_freq, frames); cheaper than abs().square()
+        computed = torch.matmul(self.filters.to(windows.device), power).clamp(min=1e-10).log10()
+        # Frames past `frames` hold log10(1e-10) = -10; the window max and floor follow from the computed part.
+        window_max = computed.amax(dim=(1, 2), keepdim=True) if frames else computed.new_full((len(windows), 1, 1), -10.0)
+        if frames < self.num_frames:
+            window_max = window_max.clamp(min=-10.0)
+        floor = window_max - 8.0
+        out = ((torch.maximum(floor, torch.tensor(-10.0)) + 4.0) / 4.0).expand(-1, self.n_mels, self.num_frames).clone()
+        out[..., :frames] = (torch.maximum(computed, floor) + 4.0) / 4.0
+        return out
 
 
 def extract_features(
@@ -238,8 +257,14 @@ def extract_features(
         lengths.append(clip_lengths)
         counts.append(clip_windows.shape[0])
     all_windows = torch.cat(windows)
-    features = torch.cat([mel(all_windows[i : i + batch_size]) for i in range(0, all_windows.shape[0], batch_size)])
-    frames = mel_frames(torch.cat(lengths))
+    all_lengths = torch.cat(lengths)
+    features = torch.cat(
+        [
+            mel(all_windows[i : i + batch_size], all_lengths[i : i + batch_size])
+            for i in range(0, all_windows.shape[0], batch_size)
+        ]
+    )
+    frames = mel_frames(all_lengths)
     mask = (torch.arange(mel.num_frames)[None, :] < frames[:, None]).long()
     return {
         "input_features": features,

@@ -42,7 +42,7 @@ def speech_like(seconds: float, seed: int = 0, sr: int = SAMPLING_RATE) -> np.nd
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])
-@pytest.mark.parametrize("seconds", [4.0, 30.0])
+@pytest.mark.parametrize("seconds", [0.005, 4.0, 29.99, 30.0])
 def test_log_mel_matches_whisper_feature_extractor(n_mels, seconds):
     audio = speech_like(seconds, seed=n_mels)
     reference = WhisperFeatureExtractor(feature_size=n_mels)(
@@ -51,6 +51,17 @@ def test_log_mel_matches_whisper_feature_extractor(n_mels, seconds):
     ours = extract_features([torch.from_numpy(audio)], LogMelSpectrogram(n_mels=n_mels))["input_features"][0]
     assert ours.shape == reference.shape == (n_mels, 3000)
     assert np.abs(ours.numpy() - reference).max() <= 1e-3
+
+
+def test_scanned_lengths_equal_given_lengths():
+    mel = LogMelSpectrogram(n_mels=80)
+    windows = torch.zeros(3, 480000)
+    for row, seconds in enumerate((0.5, 7.0, 0.0)):
+        n = int(seconds * SAMPLING_RATE)
+        windows[row, :n] = torch.from_numpy(speech_like(seconds, seed=row)) if n else 0
+    lengths = torch.tensor([8000, 112000, 0])
+    assert torch.equal(mel(windows), mel(windows, lengths))
+    assert torch.equal(mel(windows[2:]), torch.full((1, 80, 3000), (-10.0 + 4) / 4))
 
 
 def test_feature_mask_matches_whisper_attention_mask():
