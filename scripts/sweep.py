@@ -1,0 +1,216 @@
+"""Partial YaRN hyper-parameter sweep: MCQA accuracy over a cutoff x temperature grid.
+
+    python -m scripts.sweep --model ckpt/ --data mcqa_5min.jsonl --base-audio-seconds 120 --out sweep/
+
+Defaults are the paper's grid (App. D.2): cutoff in {56, 48, 40, 32, 24, 16, 8} (for head_dim 128) and
+temperature 0.5..1.6 step 0.1; override with ``--cutoffs`` / ``--temperatures`` (a model with a smaller
+head needs smaller cutoffs: at most head_dim / 2). Each grid point runs `scripts.eval_mcqa.evaluate_mcqa`
+with ``partial_yarn`` at that (cutoff, temperature). Writes ``sweep.csv`` (cutoff, temperature, accuracy, n,
+correct, invalid) and ``sweep.png``, a heatmap like the paper's Figures 5-8 (temperature on x, cutoff on y,
+high cutoffs at the bottom; the best cell outlined).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from extension.config import AudioContextExtension
+from scripts._common import add_model_args, load_model_and_processor
+from scripts.eval_mcqa import add_eval_args, check_eval_args, evaluate_mcqa, load_mcqa
+
+PAPER_CUTOFFS = (56, 48, 40, 32, 24, 16, 8)
+PAPER_TEMPERATURES = tuple(round(0.5 + 0.1 * i, 1) for i in range(12))  # 0.5 .. 1.6
+
+
+@dataclass
+class SweepPoint:
+    cutoff: int
+    temperature: float
+    accuracy: float
+    n: int
+    correct: int
+    invalid: int
+
+
+def run_sweep(
+    model,
+    processor,
+    items,
+    cutoffs: Sequence[int] = PAPER_CUTOFFS,
+    temperatures: Sequence[float] = PAPER_TEMPERATURES,
+    base_audio_seconds: float = 30.0,
+    show_progress: bool = True,
+    console: Console | None = None,
+    **eval_kwargs,
+) -> list[SweepPoint]:
+    """Evaluate ``items`` at every (cutoff, temperature) with Partial YaRN; the model's extension is restored
+    afterwards. Every grid point is validated before the first evaluation. ``eval_kwargs`` go to
+    `evaluate_mcqa` (batch_size, max_new_tokens, instruction, respond, ...)."""
+    grid = [
+        AudioContextExtension(method="partial_yarn", cutoff=int(c), temperature=float(t), base_audio_seconds=base_audio_seconds)
+        for c in cutoffs
+        for t in temperatures
+    ]
+    head_dim = model.model.language_model.rotary_emb.inv_freq.numel() * 2
+    for extension in grid:
+        extension.validate_for_head_dim(head_dim)
+    previous = model.context_extension
+    audio_cache: dict[str, np.ndarray] = {}
+    points = []
+    progress = Progress(
+        TextColumn("[bold]sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+    )
+    try:
+        with progress:
+            task = progress.add_task("", total=len(grid))
+            for extension in grid:
+                progress.update(task, description=f"c={extension.cutoff} t={extension.temperature:g}")
+                model.set_context_extension(extension)
+                result = evaluate_mcqa(
+                    model, processor, items, audio_cache=audio_cache, show_progress=False, console=console, **eval_kwargs
+                )
+                points.append(
+                    SweepPoint(extension.cutoff, extension.temperature, result.accuracy, result.n, result.correct, result.invalid)
+                )
+                progress.advance(task)
+    finally:
+        model.set_context_extension(previous)
+    return points
+
+
+def write_csv(points: Sequence[SweepPoint], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["cutoff", "temperature", "accuracy", "n", "correct", "invalid"])
+        for p in points:
+            writer.writerow([p.cutoff, f"{p.temperature:g}", f"{p.accuracy:.6f}", p.n, p.correct, p.invalid])
+    return path
+
+
+def accuracy_grid(points: Sequence[SweepPoint]) -> tuple[list[int], list[float], np.ndarray]:
+    """(cutoffs high->low, temperatures low->high, accuracy matrix [cutoff, temperature])."""
+    cutoffs = sorted({p.cutoff for p in points}, reverse=True)
+    temperatures = sorted({p.temperature for p in points})
+    grid = np.full((len(cutoffs), len(temperatures)), np.nan)
+    for p in points:
+        grid[cutoffs.index(p.cutoff), temperatures.index(p.temperature)] = p.accuracy
+    return cutoffs, temperatures, grid
+
+
+def plot_heatmap(points: Sequence[SweepPoint], path: str | os.PathLike, title: str = "Partial YaRN sweep") -> Path:
+    """Accuracy heatmap: temperature on x, cutoff on y (highest cutoff at the bottom), values in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    cutoffs, temperatures, grid = accuracy_grid(points)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.65 * len(temperatures) + 2), max(3.0, 0.5 * len(cutoffs) + 1.5)))
+    image = ax.imshow(grid * 100, origin="lower", cmap="viridis", aspect="auto", vmin=0, vmax=100)
+    ax.set_xticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])
+    ax.set_yticks(range(len(cutoffs)), [str(c) for c in cutoffs])
+    ax.set_xlabel("attention temperature")
+    ax.set_ylabel("cutoff dimension index")
+    for i in range(len(cutoffs)):
+        for j in range(len(temperatures)):
+            if np.isfinite(grid[i, j]):
+                value = grid[i, j] * 100
+                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "black")
+    if np.isfinite(grid).any():
+        i, j = np.unravel_index(np.nanargmax(grid), grid.shape)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sweep_table(points: Sequence[SweepPoint]) -> Table:
+    cutoffs, temperatures, grid = accuracy_grid(points)
+    best = np.nanmax(grid) if np.isfinite(grid).any() else None
+    table = Table(title="accuracy (cutoff x temperature)")
+    table.add_column("cutoff", justify="right")
+    for t in temperatures:
+        table.add_column(f"{t:g}", justify="right")
+    for i, c in enumerate(cutoffs):
+        cells = []
+        for j in range(len(temperatures)):
+            v = grid[i, j]
+            text = "-" if not np.isfinite(v) else f"{v:.3f}"
+            cells.append(f"[bold green]{text}[/]" if best is not None and v == best else text)
+        table.add_row(str(c), *cells)
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    add_eval_args(parser)
+    parser.add_argument("--cutoffs", type=int, nargs="+", default=list(PAPER_CUTOFFS))
+    parser.add_argument("--temperatures", type=float, nargs="+", default=list(PAPER_TEMPERATURES))
+    parser.add_argument("--base-audio-seconds", type=float, default=30.0, help="audio length stretched from")
+    parser.add_argument("--out", default="sweep", help="output directory (sweep.csv, sweep.png)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[SweepPoint]:
+    """CLI entry: run the grid, print it, write CSV + heatmap; returns the points."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_eval_args(parser, args)
+    console = Console()
+    items = load_mcqa(args.data, limit=args.limit)
+    model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+    head_dim = model.model.language_model.rotary_emb.inv_freq.numel() * 2
+    too_big = [c for c in args.cutoffs if c > head_dim // 2]
+    if too_big:
+        parser.error(f"cutoffs {too_big} exceed head_dim // 2 = {head_dim // 2} for this model; pass --cutoffs")
+    points = run_sweep(
+        model,
+        processor,
+        items,
+        cutoffs=args.cutoffs,
+        temperatures=args.temperatures,
+        base_audio_seconds=args.base_audio_seconds,
+        show_progress=not args.no_progress,
+        console=console,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        bucket_edges=args.bucket_edges,
+        instruction=args.instruction,
+    )
+    out = Path(args.out)
+    csv_path = write_csv(points, out / "sweep.csv")
+    title = f"{Path(args.data).name}: partial_yarn from {args.base_audio_seconds:g}s (n={len(items)})"
+    png_path = plot_heatmap(points, out / "sweep.png", title=title)
+    console.print(sweep_table(points))
+    best = max(points, key=lambda p: p.accuracy)
+    console.print(f"best: cutoff {best.cutoff}, temperature {best.temperature:g} -> {best.accuracy:.3f}; {csv_path}, {png_path}")
+    return points
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""scripts/generate.py: CLI text == generate_text == a direct model.generate decode; extension flags apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
+from audio_adapter.audio_features import prepare_waveform
+from scripts import generate
+from scripts._common import read_audio
+from tests.cli_helpers import save_tiny_checkpoint, write_tone
+
+PROMPT = "Which clip is higher?"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    ckpt = save_tiny_checkpoint(root / "ckpt", seed=3)
+    a = write_tone(root / "a.flac", 2.0, 330.0, seed=1)
+    b = write_tone(root / "b.wav", 1.5, 523.0, sr=22050, seed=2)  # resampled to 16 kHz on reading
+    image = root / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((56, 84, 3)) * 255).astype("uint8")).save(image)
+    return ckpt, [a, b], image
+
+
+def load(ckpt):
+    return AudioVLMForConditionalGeneration.from_pretrained(str(ckpt)).eval(), AudioVLMProcessor.from_pretrained(ckpt)
+
+
+def test_read_audio_resamples_to_16k(files):
+    _, (a, b), _ = files
+    assert read_audio(a).shape == (32000,)
+    wave, sr = sf.read(str(b), dtype="float32")
+    expected = prepare_waveform(wave, sr).numpy()
+    got = read_audio(b)
+    assert got.dtype == np.float32 and got.shape == (24000,) == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_cli_equals_generate_text_equals_direct_decode(files, capsys):
+    ckpt, audio, image = files
+    argv = ["--model", str(ckpt), "--audio", *map(str, audio), "--image", str(image), "--prompt", PROMPT,
+            "--max-new-tokens", "8", "--device", "cpu"]
+    cli_text = generate.main(argv)
+    streamed = capsys.readouterr().out
+    assert cli_text.strip(), "the tiny model should produce some text in 8 tokens"
+    assert streamed == cli_text + "\n"
+
+    model, processor = load(ckpt)
+    assert generate.generate_text(model, processor, audio, PROMPT, image=image, max_new_tokens=8) == cli_text
+
+    # direct: hand-built chat turn, soundfile + processor resampling, plain generate + decode
+    clips, rates = zip(*(sf.read(str(p), dtype="float32") for p in audio))
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "audio"}, {"type": "audio"},
+                                                  {"type": "text", "text": PROMPT}]}]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    inputs = processor(text=[text], audio=list(clips), sampling_rate=list(rates), images=[Image.open(image).convert("RGB")])
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert processor.batch_decode(out[:, inputs["input_ids"].shape[1]:])[0] == cli_text
+
+
+def test_beam_search_prints_at_end(files, capsys):
+    ckpt, audio, _ = files
+    text = generate.main(["--model", str(ckpt), "--audio", str(audio[0]), "--prompt", PROMPT,
+                          "--max-new-tokens", "5", "--num-beams", "2", "--device", "cpu"])
+    assert capsys.readouterr().out == text + "\n"
+
+
+def test_extension_flags_set_model_extension(files, monkeypatch, capsys):
+    ckpt, audio, _ = files
+    model, processor = load(ckpt)
+    monkeypatch.setattr(generate, "load_model_and_processor", lambda *a, **k: (model, processor))
+    argv = ["--model", str(ckpt), "--audio", str(audio[0]), "--prompt", PROMPT, "--max-new-tokens", "6"]
+    plain = generate.main(argv)
+    assert model.context_extension.method == "none"
+    stretched = generate.main(argv + ["--method", "partial_yarn", "--cutoff", "4", "--temperature", "1.3",
+                                      "--base-audio-seconds", "0.5"])
+    ext = model.context_extension
+    assert (ext.method, ext.cutoff, ext.temperature, ext.base_audio_seconds) == ("partial_yarn", 4, 1.3, 0.5)
+    assert model.config.context_extension["method"] == "partial_yarn"
+    # without --method the given options modify the current extension
+    generate.main(argv + ["--temperature", "0.7"])
+    ext = model.context_extension
+    assert (ext.method, ext.cutoff, ext.temperature, ext.base_audio_seconds) == ("partial_yarn", 4, 0.7, 0.5)
+    generate.main(argv + ["--method", "whole_yarn", "--base-audio-seconds", "0.5"])
+    assert model.context_extension.method == "whole_yarn" and model.context_extension.cutoff == 0
+    # the 2 s clip is stretched onto 0.5 s: a 4x squeeze changes the first logits
+    model.set_context_extension(method="none")
+    inputs = generate.prepare_inputs(model, processor, [audio[0]], PROMPT)
+    with torch.no_grad():
+        base_logits = model(**inputs).logits[0, -1]
+        model.set_context_extension(method="partial_yarn", cutoff=4, temperature=1.3, base_audio_seconds=0.5)
+        ext_logits = model(**inputs).logits[0, -1]
+    assert (base_logits - ext_logits).abs().max() > 1e-4
+    assert isinstance(plain, str) and isinstance(stretched, str)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("bad", [["--method", "partial_pi", "--cutoff", "3"], ["--method", "none", "--temperature", "2"],
+                                 ["--method", "partial_yarn", "--temperature", "-1"], ["--method", "bogus"]])
+def test_bad_extension_flags_are_cli_errors(files, bad, capsys):
+    ckpt, audio, _ = files
+    with pytest.raises(SystemExit) as exc:
+        generate.main(["--model", str(ckpt), "--audio", str(audio[0]), "--prompt", PROMPT, *bad])
+    assert exc.value.code == 2
