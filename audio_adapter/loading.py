@@ -56,6 +56,7 @@ def load_pretrained_parts(
     audio_pool_stride: int = 1,
     context_extension: AudioContextExtension | dict | None = None,
     dtype: torch.dtype | None = None,
+    model_kwargs: dict | None = None,
     **hub_kwargs,
 ) -> AudioVLMForConditionalGeneration:
     """Qwen2-VL weights + Whisper encoder weights + a fresh projector -> `AudioVLMForConditionalGeneration`.
@@ -68,6 +69,8 @@ def load_pretrained_parts(
         audio_pool_stride: average-pool encoder frames by this stride (1 = 50 tokens per second).
         context_extension: audio context extension saved into the config.
         dtype: load dtype (e.g. ``torch.bfloat16`` on GPU).
+        model_kwargs: extra arguments for the Qwen2-VL ``from_pretrained`` call only (e.g. a bitsandbytes
+            ``quantization_config`` for QLoRA; it must skip ``audio_tower``/``audio_projector``).
         hub_kwargs: passed to every ``from_pretrained`` (``revision``, ``cache_dir``, ``local_files_only``...).
     """
     tokenizer = add_audio_tokens(tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(vlm, **hub_kwargs))
@@ -96,7 +99,7 @@ def load_pretrained_parts(
         raise ValueError(f"audio token ids {too_big} do not fit the {rows}-row embedding of {vlm!r}")
 
     model, info = AudioVLMForConditionalGeneration.from_pretrained(
-        vlm, config=config, output_loading_info=True, dtype=dtype, **hub_kwargs
+        vlm, config=config, output_loading_info=True, dtype=dtype, **hub_kwargs, **(model_kwargs or {})
     )
     missing = [k for k in info.get("missing_keys", []) if not _NEW_AUDIO_MODULES.match(k)]
     unexpected = list(info.get("unexpected_keys", []))

@@ -804,21 +804,43 @@ class ShardLoader(DataLoader):
 
     def __init__(self, dataset: AudioShardDataset, skip_counter: SkipCounter | None = None, **kwargs):
         kwargs.setdefault("batch_size", None)
+        # Starting a pass draws a base seed; from its own generator, so that loading data never advances the
+        # global RNG (dropout etc.), which keeps a resumed run on the uninterrupted run's random stream.
+        kwargs.setdefault("generator", torch.Generator().manual_seed(dataset.seed))
         if kwargs.get("num_workers", 0) > 0:
             kwargs.setdefault("worker_init_fn", _worker_init)
         super().__init__(dataset, **kwargs)
         self.skip_counter = skip_counter if skip_counter is not None else SkipCounter(name="main")
         self._epoch = dataset.epoch
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch of the next pass (e.g. the trainer's epoch after resuming from a checkpoint)."""
+        self._epoch = int(epoch)
+        self.dataset.set_epoch(self._epoch)  # what persistent workers start from
+
+    def skip_batches(self, n: int) -> None:
+        """Fast-forward: drop the first ``n`` batches of the next pass (a mid-epoch resume point; the stream is
+        deterministic for seed + epoch). Their skip counts are not added again: a restored counter holds them."""
+        if n < 0:
+            raise ValueError(f"cannot skip {n} batches")
+        self._skip = int(n)
 
     def __iter__(self):
         if not self.persistent_workers or self.num_workers == 0:
             self.dataset.set_epoch(self._epoch)
         self._epoch += 1
+        skip, self._skip = self._skip, 0
         for batch in super().__iter__():
             if isinstance(batch, dict) and "skip_counts" in batch:
-                self.skip_counter.update(batch.pop("skip_counts"))
+                counts = batch.pop("skip_counts")
+                if not skip:
+                    self.skip_counter.update(counts)
                 if batch.get(SKIPS_ONLY):
                     continue
+            if skip:
+                skip -= 1
+                continue
             yield batch
 
 
@@ -900,6 +922,7 @@ def _build_datamodule_class():
             self.persistent_workers = persistent_workers and num_workers > 0
             self.skip_counter = SkipCounter(name="datamodule")
             self._train_loader: ShardLoader | None = None
+            self._resume_position: tuple[int, int] | None = None
 
         @property
         def skip_counts(self) -> dict[str, int]:
@@ -959,9 +982,23 @@ def _build_datamodule_class():
                 persistent_workers=self.persistent_workers,
             )
 
+        def resume_at(self, epoch: int, batches: int) -> None:
+            """The next `train_dataloader` starts in ``epoch`` after ``batches`` batches (a mid-epoch checkpoint);
+            called by the LightningModule when it restores a checkpoint."""
+            self._resume_position = (int(epoch), int(batches))
+
         def train_dataloader(self) -> ShardLoader:
             ds = self._dataset(self.train_shards, train=True, for_generation=False, padding_side=self.train_padding_side)
-            return self._loader(ds)
+            loader = self._loader(ds)
+            trainer = getattr(self, "trainer", None)
+            if self._resume_position is not None:
+                epoch, batches = self._resume_position
+                self._resume_position = None
+                loader.set_epoch(epoch)
+                loader.skip_batches(batches)
+            elif trainer is not None:
+                loader.set_epoch(trainer.current_epoch)
+            return loader
 
         def val_dataloader(self) -> ShardLoader:
             gen = self.val_for_generation
