@@ -10,7 +10,7 @@
    against a no-audio baseline (the same prompts with silence in place of each clip).
 6. Write the loss curves as a PNG and print a final table.
 
-    python -m scripts.demo                   # ~6 minutes on 2 cores
+    python -m scripts.demo                   # ~6.5 minutes on 2 cores
     python -m scripts.demo --quick           # a smoke run of every step (~1 minute, learns little)
 """
 
@@ -53,9 +53,9 @@ class DemoConfig:
     seed: int = 0
     train_clips: int = 1500
     heldout_clips: int = 100
-    standin_seconds: float = 45.0
+    standin_seconds: float = 30.0
     stage1_steps: int = 250
-    stage2_steps: int = 1200
+    stage2_steps: int = 1800
     batch_size: int = 32
     stage1_lr: float = 3e-3
     stage2_lr: float = 3e-3
