@@ -135,7 +135,7 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
                 f"input_features_mask shape {tuple(input_features_mask.shape)} does not match input_features "
                 f"{tuple(input_features.shape)} (expected {tuple(input_features.shape[::2])})"
             )
-        if not torch.isfinite(input_features).all():
+        if not torch.isfinite(input_features.sum()) and not torch.isfinite(input_features).all():
             bad = int((~torch.isfinite(input_features)).sum())
             raise ValueError(f"input_features contains {bad} non-finite values (NaN or Inf)")
 
