@@ -133,6 +133,12 @@ def encoder_frames(num_mel_frames: int | torch.Tensor) -> int | torch.Tensor:
     return (num_mel_frames - 1) // 2 + 1
 
 
+def window_token_count(num_mel_frames: int | torch.Tensor, pool_stride: int = 1) -> int | torch.Tensor:
+    """Audio tokens of one window with `num_mel_frames` real mel frames: ceil(encoder frames / pool stride).
+    Works on ints and long tensors; 0 mel frames give 0 tokens."""
+    return -(-encoder_frames(num_mel_frames) // pool_stride)
+
+
 def chunk_lengths(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> list[int]:
     """Real samples in each window of a clip: full windows, then the remainder."""
     if num_samples <= 0:
@@ -147,7 +153,7 @@ def audio_token_count(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SEC
     4 s -> 200; 75 s -> 1500 + 1500 + 750 = 3750."""
     if pool_stride < 1:
         raise ValueError(f"pool_stride must be >= 1, got {pool_stride}")
-    return sum(-(-encoder_frames(mel_frames(n)) // pool_stride) for n in chunk_lengths(num_samples, chunk_seconds))
+    return sum(window_token_count(mel_frames(n), pool_stride) for n in chunk_lengths(num_samples, chunk_seconds))
 
 
 def chunk_waveform(waveform: torch.Tensor, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> tuple[torch.Tensor, torch.Tensor]:

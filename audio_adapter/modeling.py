@@ -21,10 +21,18 @@ from extension import AudioContextExtension
 from extension.partial_yarn import audio_span_offsets
 from extension.whole_context import context_factor
 
+from .audio_features import window_token_count
 from .configuration import AudioVLMConfig
 from .rotary import AudioAwareRotaryEmbedding, is_extended_positions, pack_extended_positions
 
 AUDIO_ENCODER_OUTPUT_KEY = "audio"
+
+
+def pool_audio_frames(frames: torch.Tensor, pool_stride: int) -> torch.Tensor:
+    """(N, T, d) encoder frames -> (N, ceil(T / pool_stride), d), averaging runs of `pool_stride` frames."""
+    if pool_stride == 1:
+        return frames
+    return F.avg_pool1d(frames.transpose(1, 2), pool_stride, pool_stride, ceil_mode=True).transpose(1, 2)
 
 
 class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
@@ -85,9 +93,7 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
             mel_frames = torch.full((num_chunks,), frames, dtype=torch.long)
         else:
             mel_frames = input_features_mask.long().sum(-1).cpu()
-        encoder_frames = (mel_frames - 1).clamp(min=0) // 2 + 1
-        stride = self.config.audio_pool_stride
-        return torch.where(mel_frames > 0, (encoder_frames + stride - 1) // stride, torch.zeros_like(mel_frames))
+        return window_token_count(mel_frames, self.config.audio_pool_stride)
 
     def get_audio_features(
         self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
@@ -105,9 +111,7 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         encoder_trainable = any(p.requires_grad for p in self.audio_tower.parameters())
         with torch.set_grad_enabled(encoder_trainable and torch.is_grad_enabled()):
             frames = self.audio_tower(input_features.to(tower_dtype)).last_hidden_state
-        stride = self.config.audio_pool_stride
-        if stride > 1:
-            frames = F.avg_pool1d(frames.transpose(1, 2), stride, stride, ceil_mode=True).transpose(1, 2)
+        frames = pool_audio_frames(frames, self.config.audio_pool_stride)
         lengths = self.audio_token_lengths(input_features_mask, frames.shape[0]).to(frames.device)
         valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]
         valid_frames = frames[valid]

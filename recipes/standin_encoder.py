@@ -16,22 +16,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from audio_adapter.audio_features import window_token_count
+from audio_adapter.modeling import pool_audio_frames
+
 CTC_BLANK = 0
 
 
 def pooled_frame_lengths(input_features_mask: torch.Tensor, pool_stride: int) -> torch.Tensor:
-    """(N, mel_frames) mask -> (N,) encoder frames after the stride-2 conv and average pooling."""
-    mel = input_features_mask.long().sum(-1)
-    frames = (mel - 1) // 2 + 1
-    return (frames + pool_stride - 1) // pool_stride
+    """(N, mel_frames) mask -> (N,) pooled encoder frames of real audio (the audio tokens the model splices)."""
+    return window_token_count(input_features_mask.long().sum(-1), pool_stride)
 
 
 def encode_pooled(encoder: nn.Module, input_features: torch.Tensor, pool_stride: int) -> torch.Tensor:
     """(N, n_mels, mel_frames) -> (N, frames / pool_stride, d_model), pooled as the model pools."""
-    frames = encoder(input_features).last_hidden_state
-    if pool_stride > 1:
-        frames = F.avg_pool1d(frames.transpose(1, 2), pool_stride, pool_stride, ceil_mode=True).transpose(1, 2)
-    return frames
+    return pool_audio_frames(encoder(input_features).last_hidden_state, pool_stride)
 
 
 def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:

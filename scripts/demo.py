@@ -31,7 +31,7 @@ from audio_adapter.audio_features import extract_features
 from audio_adapter.testing import tiny_model_and_processor
 from recipes.evaluate import generate_responses, score_transcripts
 from recipes.standin_encoder import ctc_exact_match, pretrain_standin_encoder
-from recipes.synthetic import NOTE_NAMES, NotesConfig, make_notes_dataset, notes_sample
+from recipes.synthetic import NOTE_NAMES, make_notes_dataset, notes_sample
 
 # The demo's tiny model: short 4 s encoder windows (every clip is < 3 s) and 4x frame pooling keep a step
 # cheap; hidden 128 with head_dim 32 (M-RoPE sections 4/6/6).
@@ -66,23 +66,6 @@ class DemoConfig:
     def quick(cls, **kwargs) -> DemoConfig:
         return cls(train_clips=64, heldout_clips=8, standin_seconds=3.0, stage1_steps=3, stage2_steps=4,
                    batch_size=8, eval_batch_size=8, **kwargs)
-
-
-def heldout_samples(cfg: DemoConfig) -> list[dict]:
-    """Held-out clips as chat samples (seed + 1: disjoint from training), in memory."""
-    samples = []
-    for i in range(cfg.heldout_clips):
-        s = notes_sample(cfg.seed + 1, i)
-        samples.append({
-            "key": s["key"],
-            "audio": torch.from_numpy(s["audio"]),
-            "reference": s["response"],
-            "messages": [
-                {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": s["prompt"]}]},
-                {"role": "assistant", "content": [{"type": "text", "text": s["response"]}]},
-            ],
-        })
-    return samples
 
 
 def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path, dict]:
