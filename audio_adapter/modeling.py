@@ -8,7 +8,6 @@ for images.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -23,7 +22,7 @@ from extension.whole_context import context_factor
 
 from .audio_features import window_token_count
 from .configuration import AudioVLMConfig
-from .rotary import AudioAwareRotaryEmbedding, is_extended_positions, pack_extended_positions
+from .rotary import AudioAwareRotaryEmbedding, pack_extended_positions
 
 AUDIO_ENCODER_OUTPUT_KEY = "audio"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import Qwen2VLConfig, WhisperConfig
+from transformers import WhisperConfig
 
 from .configuration import AudioVLMConfig
 from .modeling import AudioVLMForConditionalGeneration
