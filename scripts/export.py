@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whisper", default=None, help="Whisper checkpoint (overrides the run's spec)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as trained)")
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
-    out = export(args.run, args.out, base=args.base, vlm=args.vlm, whisper=args.whisper, dtype=args.dtype)
+    with torch.no_grad():  # scoped: main() is also called in-process (tests), where a global switch would leak
+        out = export(args.run, args.out, base=args.base, vlm=args.vlm, whisper=args.whisper, dtype=args.dtype)
     print(f"merged checkpoint written to {out}")
     return 0
 
