@@ -58,27 +58,42 @@ def to_mono(waveform: torch.Tensor) -> torch.Tensor:
     return waveform.mean(dim=channel_axis)
 
 
-@lru_cache(maxsize=32)
-def _sinc_resample_kernel(
-    orig: int, new: int, lowpass_filter_width: int, rolloff: float, beta: float
-) -> tuple[torch.Tensor, int]:
-    """Polyphase windowed-sinc kernels (new, 1, K) for a reduced ratio orig:new, and the half-width pad.
+_PHASES_PER_GROUP = 16  # measured on 44.1 -> 16 kHz: 16 phases a matmul is ~2.7x faster than one dense conv1d
 
-    Output phase j sits at input time j * orig / new; its kernel samples a Kaiser-windowed sinc low-pass
-    with cut-off rolloff * min(orig, new) / 2 (in units of the input rate) at the input taps around it.
+
+@lru_cache(maxsize=32)
+def _resample_kernels(
+    orig: int, new: int, lowpass_filter_width: int, rolloff: float, beta: float
+) -> tuple[list[tuple[int, torch.Tensor]], int]:
+    """Polyphase windowed-sinc kernels for a reduced ratio orig:new, as groups of consecutive phases:
+    ([(first tap, (taps, phases) weights)], width).
+
+    Output frame f, phase j sits at input time f * orig + j * orig / new; its kernel samples a Kaiser-windowed
+    sinc low-pass with cut-off rolloff * min(orig, new) / 2 (in units of the input rate). Tap i reads input
+    sample f * orig - width + i. A kernel is non-zero on only ~2 * width taps, and neighbouring phases sit
+    next to each other, so each group keeps just the taps where one of its phases is non-zero: the zeros are
+    never stored nor multiplied (a dense (new, 2 * width + orig) table would be gigabytes for 16001 Hz).
     """
     base_freq = min(orig, new) * rolloff
     width = math.ceil(lowpass_filter_width * orig / base_freq)
-    taps = torch.arange(-width, width + orig, dtype=torch.float64)[None, :] / orig  # (1, K), input time
-    phases = -torch.arange(new, dtype=torch.float64)[:, None] / new  # (new, 1), minus output time
-    t = ((taps + phases) * base_freq).clamp(-lowpass_filter_width, lowpass_filter_width)
-    window = torch.special.i0(beta * torch.sqrt(1 - (t / lowpass_filter_width) ** 2)) / torch.special.i0(
-        torch.tensor(beta, dtype=torch.float64)
-    )
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
-    kernels = sinc * window * (base_freq / orig)
-    return kernels.to(torch.float32)[:, None, :], width
+    half_support = lowpass_filter_width * orig / base_freq  # in input samples
+    i0_beta = torch.special.i0(torch.tensor(beta, dtype=torch.float64))
+    groups = []
+    for first in range(0, new, _PHASES_PER_GROUP):
+        phase = torch.arange(first, min(new, first + _PHASES_PER_GROUP), dtype=torch.float64)
+        centre_first, centre_last = first * orig / new, float(phase[-1]) * orig / new
+        lo = max(0, math.floor(width + centre_first - half_support))
+        hi = min(2 * width + orig, math.ceil(width + centre_last + half_support) + 1)
+        taps = (torch.arange(lo, hi, dtype=torch.float64)[:, None] - width) / orig  # (taps, 1), input time
+        t = (taps - phase[None, :] / new) * base_freq  # (taps, phases)
+        outside = t.abs() >= lowpass_filter_width  # the window is zero there (exact zeros, not sin(k pi) residue)
+        t = t.clamp(-lowpass_filter_width, lowpass_filter_width)
+        window = torch.special.i0(beta * torch.sqrt(1 - (t / lowpass_filter_width) ** 2)) / i0_beta
+        t = t * math.pi
+        sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
+        weights = (sinc * window * (base_freq / orig)).masked_fill(outside, 0.0)
+        groups.append((lo, weights.to(torch.float32).contiguous()))
+    return groups, width
 
 
 def resample(
@@ -92,7 +107,9 @@ def resample(
     """Band-limited resampling (..., T) -> (..., ceil(T * target_sr / orig_sr)).
 
     Windowed-sinc (Kaiser) polyphase filter: the rate ratio is reduced by its gcd and every output phase
-    gets its own kernel, so any rational ratio (8/22.05/44.1/48 kHz -> 16 kHz) costs one strided conv1d.
+    gets its own kernel, so any rational ratio (8/22.05/44.1/48 kHz -> 16 kHz) works. Output frame f, phase j
+    is input[f * orig - width :][:K] . kernel_j; a strided view gives every frame's taps without a copy, and
+    each group of phases is one matmul over the taps it needs.
     """
     for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
         if not float(rate).is_integer() or rate <= 0:
@@ -102,12 +119,23 @@ def resample(
         return waveform
     gcd = math.gcd(orig_sr, target_sr)
     orig, new = orig_sr // gcd, target_sr // gcd
-    kernels, width = _sinc_resample_kernel(orig, new, lowpass_filter_width, rolloff, beta)
+    groups, width = _resample_kernels(orig, new, lowpass_filter_width, rolloff, beta)
     shape = waveform.shape
-    flat = waveform.reshape(-1, 1, shape[-1]).to(torch.float32)
-    padded = F.pad(flat, (width, width + orig))
-    phases = F.conv1d(padded, kernels.to(flat.device), stride=orig)  # (N, new, frames)
-    out = phases.transpose(1, 2).reshape(flat.shape[0], -1)
+    flat = waveform.reshape(-1, shape[-1]).to(torch.float32)
+    padded = F.pad(flat, (width, width + orig)).contiguous()
+    rows, length = padded.shape
+    frames = shape[-1] // orig + 1  # every frame whose K taps lie in the padded input
+    per_group = []
+    for first_tap, weights in groups:
+        weights = weights.to(padded.device)
+        span = weights.shape[0]
+        if orig >= span:  # frames do not overlap: the strided view is a valid BLAS matrix (row stride orig)
+            taps = padded.as_strided((rows, frames, span), (length, orig, 1), first_tap)
+            per_group.append(torch.matmul(taps, weights))  # (rows, frames, phases)
+        else:  # overlapping frames (e.g. 48 -> 16 kHz): matmul would copy them; a strided conv reads in place
+            conv = F.conv1d(padded[:, None, first_tap:], weights.T[:, None, :], stride=orig)
+            per_group.append(conv[..., :frames].transpose(1, 2))
+    out = torch.cat(per_group, dim=-1).reshape(rows, frames * new)
     target_length = math.ceil(new * shape[-1] / orig)
     return out[:, :target_length].reshape(*shape[:-1], target_length)
 
@@ -223,33 +251,50 @@ class LogMelSpectrogram:
             longest = int(nonzero[-1]) + 1 if nonzero.numel() else 0
         else:
             longest = int(lengths.max())
+        return self.from_pieces(list(windows), longest, out)
+
+    def from_pieces(self, pieces: Sequence[torch.Tensor], longest: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Windows given as 1-D float32 pieces (real audio, implicitly zero-padded to the chunk; nothing past
+        `longest` samples is non-zero) -> (len(pieces), n_mels, num_frames), written into `out` when given."""
         # Frame t sees samples [160 t - 200, 160 t + 200): frames from ceil((longest + 200) / 160) on see only
         # zeros. A prefix of longest + 400 samples reproduces the computed frames exactly, the reflect padding
         # at its end reflecting zeros as the full window's would (reflect itself needs > 200 samples).
         frames = min(self.num_frames, -(-(longest + N_FFT // 2) // HOP_LENGTH))
         prefix = max(min(self.chunk_samples, longest + N_FFT), N_FFT // 2 + 1)
-        windows = F.pad(windows, (0, prefix - windows.shape[-1])) if windows.shape[-1] < prefix else windows[:, :prefix]
-        spec = torch.stft(
-            windows,
-            N_FFT,
-            HOP_LENGTH,
-            window=self.window.to(windows.device),
-            center=True,
-            pad_mode="reflect",
-            return_complex=True,
-        )[..., :frames]
-        power = spec.real.square() + spec.imag.square()  # (B, n_freq, frames); cheaper than abs().square()
-        computed = torch.matmul(self.filters.to(windows.device), power).clamp(min=1e-10).log10()
+        device = pieces[0].device if len(pieces) else torch.device("cpu")
+        padded = _reflect_padded(pieces, prefix, device)
+        # Framing by a strided view, then a real FFT: what torch.stft(center=True, reflect) does, without
+        # its padding copy and with a contiguous (B, frames, n_freq) spectrum for the power and mel steps.
+        framed = padded.unfold(-1, N_FFT, HOP_LENGTH)[:, :frames] * self.window.to(device)
+        spectrum = torch.view_as_real(torch.fft.rfft(framed))  # (B, frames, n_freq, 2)
+        power = spectrum[..., 0].square() + spectrum[..., 1].square()  # cheaper than abs().square()
+        # (n_mels, n_freq) @ (B, n_freq, frames): BLAS reads the transposed power in place.
+        computed = torch.matmul(self.filters.to(device), power.mT).clamp_(min=1e-10).log10_()
         # Frames past `frames` hold log10(1e-10) = -10, so the window max and floor follow from the computed part.
         window_max = computed.amax(dim=(1, 2), keepdim=True)
         if frames < self.num_frames:
             window_max = window_max.clamp(min=-10.0)
         floor = window_max - 8.0
         if out is None:
-            out = torch.empty(len(windows), self.n_mels, self.num_frames, device=windows.device)
-        out[..., :frames] = (torch.maximum(computed, floor) + 4.0) / 4.0
+            out = torch.empty(len(pieces), self.n_mels, self.num_frames, device=device)
+        head = out[..., :frames]
+        torch.maximum(computed, floor, out=head)
+        head.add_(4.0).div_(4.0)
         out[..., frames:] = (floor.clamp(min=-10.0) + 4.0) / 4.0
         return out
+
+
+def _reflect_padded(pieces: Sequence[torch.Tensor], prefix: int, device: torch.device) -> torch.Tensor:
+    """1-D pieces -> (B, prefix + N_FFT): each piece zero-padded or cut to `prefix` samples, with N_FFT // 2
+    reflected samples on both sides (torch.stft's ``center=True, pad_mode="reflect"``)."""
+    half = N_FFT // 2
+    padded = torch.zeros(len(pieces), prefix + N_FFT, device=device)
+    for row, piece in enumerate(pieces):
+        n = min(piece.shape[-1], prefix)
+        padded[row, half : half + n] = piece[:n]
+    padded[:, :half] = padded[:, half + 1 : 2 * half + 1].flip(-1)
+    padded[:, half + prefix :] = padded[:, prefix - 1 : prefix + half - 1].flip(-1)
+    return padded
 
 
 def extract_features(
@@ -282,10 +327,8 @@ def extract_features(
     # Windows are filled only up to the batch's longest real audio: the padded zeros are never materialised.
     for first in range(0, len(segments), batch_size):
         batch_lengths = lengths[first : first + batch_size]
-        windows = torch.zeros(len(batch_lengths), max(batch_lengths))
-        for row, ((clip, start), n) in enumerate(zip(segments[first : first + batch_size], batch_lengths)):
-            windows[row, :n] = clip[start : start + n]
-        mel(windows, torch.tensor(batch_lengths), out=features[first : first + batch_size])
+        pieces = [clip[start : start + n] for (clip, start), n in zip(segments[first : first + batch_size], batch_lengths)]
+        mel.from_pieces(pieces, max(batch_lengths), out=features[first : first + batch_size])
     frames = mel_frames(torch.tensor(lengths))
     mask = (torch.arange(mel.num_frames)[None, :] < frames[:, None]).long()
     return {
