@@ -323,7 +323,7 @@ def extract_features(
         segments += [(waveform, k * size) for k in range(len(clip_lengths))]
         lengths += clip_lengths
         counts.append(len(clip_lengths))
-    features = torch.empty(len(segments), mel.n_mels, mel.num_frames)
+    features = _empty_features((len(segments), mel.n_mels, mel.num_frames))
     # Windows are filled only up to the batch's longest real audio: the padded zeros are never materialised.
     for first in range(0, len(segments), batch_size):
         batch_lengths = lengths[first : first + batch_size]
@@ -336,3 +336,13 @@ def extract_features(
         "input_features_mask": mask,
         "audio_chunk_counts": torch.tensor(counts, dtype=torch.long),
     }
+
+
+def _empty_features(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor; in shared memory inside a DataLoader worker, so that sending the batch
+    to the main process passes a handle instead of copying ~1.5 MB per 30 s window into a new shared segment
+    (what `torch.utils.data.default_collate` does for the same reason; measured ~0.7 ms a 10 s clip)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
+    return torch.empty(0).set_(storage, 0, shape)
