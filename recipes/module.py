@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recipes.data import IGNORE_INDEX, model_inputs
+from recipes.collate import IGNORE_INDEX, model_inputs
 
 logger = logging.getLogger(__name__)
 

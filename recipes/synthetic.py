@@ -5,7 +5,7 @@ C4 D4 E4 F4 G4 A4 B4 C5, random amplitude and phase, small gaps, light noise -> 
 names in order ("C4 E4 G4 A4"). Everything is deterministic for a seed: sample ``i`` depends only on
 ``(seed, i)``, so a larger dataset starts with the same samples as a smaller one.
 
-`make_notes_dataset` writes FLAC files + a JSONL manifest (+ shards via `recipes.data.write_shards`);
+`make_notes_dataset` writes FLAC files + a JSONL manifest (+ shards via `recipes.shard_writer.write_shards`);
 `make_mcqa_dataset` writes a four-choice question set whose answer the audio determines (for eval scripts).
 """
 
@@ -163,7 +163,7 @@ def make_notes_dataset(
             keys.append(s["key"])
     ds = SyntheticDataset(root=root, manifest=manifest, audio_dir=audio_dir, keys=keys)
     if write_shards:
-        from .data import write_shards as _write
+        from .shard_writer import write_shards as _write
 
         pattern = str(root / "shards" / f"{split}-%06d.tar")
         summary = _write(manifest, pattern, maxcount=maxcount, progress=progress)

@@ -59,7 +59,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def read_audio(path: str | os.PathLike) -> np.ndarray:
     """Read an audio file (flac/wav/ogg/mp3 where libsndfile can) -> float32 mono (T,) at 16 kHz."""
     from audio_adapter.audio_features import prepare_waveform
-    from recipes.data import SampleSkipped, decode_audio
+    from recipes.samples import decode_audio
+    from recipes.skips import SampleSkipped
 
     path = Path(path)
     try:

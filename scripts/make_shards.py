@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recipes.data import print_write_summary, write_shards
+from recipes.shard_writer import print_write_summary, write_shards
 
 
 def build_parser() -> argparse.ArgumentParser:

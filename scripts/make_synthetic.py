@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ds = make_mcqa_dataset(args.out, args.num, seed=args.seed, cfg=cfg, split=args.split or "mcqa")
         if args.shards:
-            from recipes.data import write_shards
+            from recipes.shard_writer import write_shards
 
             pattern = str(ds.root / "shards" / f"{args.split or 'mcqa'}-%06d.tar")
             summary = write_shards(ds.manifest, pattern, maxcount=args.maxcount, progress=True)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from recipes.data import SkipReason, _Bad, iter_tar_samples
+from recipes.shard_reader import _Bad, iter_tar_samples
+from recipes.skips import SkipReason
 
 
 def _write_shard(path, n: int) -> None:

@@ -23,7 +23,7 @@ def stock_twin(model) -> Qwen2VLForConditionalGeneration:
     )
     stock = Qwen2VLForConditionalGeneration(stock_cfg).eval()
     ours = {k: v for k, v in model.state_dict().items() if not k.startswith(("audio_tower.", "audio_projector."))}
-    missing, unexpected = stock.load_state_dict(ours, strict=True), None
+    stock.load_state_dict(ours, strict=True)  # raises on any missing or unexpected key
     return stock
 
 
