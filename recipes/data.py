@@ -29,7 +29,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -87,6 +88,8 @@ __all__ = [
     "prepare_manifest_sample",
     "print_write_summary",
     "read_manifest",
+    "record_stream_position",
+    "resume_plan",
     "to_mono",
     "write_shards",
 ]
@@ -187,6 +190,10 @@ class AudioShardDataset(IterableDataset):
         self.decode_images = decode_images
         self.skip_counter = skip_counter if skip_counter is not None else SkipCounter()
         self.epoch = int(epoch)
+        # (epoch, {worker: raw samples}): in that epoch each worker passes over its first raw samples without
+        # decoding them (a resume point; see `resume_plan`)
+        self.resume_positions: tuple[int, dict[int, int]] | None = None
+        self._consumed = 0  # raw samples the running pass has taken from its shuffle buffer
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -287,20 +294,30 @@ class AudioShardDataset(IterableDataset):
         }
 
     def samples(self, epoch: int | None = None) -> Iterator[dict]:
-        """Decoded samples of this consumer (skips counted in ``skip_counter``)."""
+        """Decoded samples of this consumer (skips counted in ``skip_counter``). With ``resume_positions`` for
+        this epoch, the consumer's first raw samples are passed over undecoded (their skips were counted by
+        the run that is being resumed, so raw-stream events met meanwhile are not counted again)."""
         epoch = self.epoch if epoch is None else epoch
         rank, _, worker, _ = self.consumer()
         counter = self.skip_counter
+        replay = 0
+        if self.resume_positions is not None and self.resume_positions[0] == epoch:
+            replay = int(self.resume_positions[1].get(worker, 0))
 
         def good_raw():
             for item in self.raw_samples(epoch):
                 if isinstance(item, _Bad):
-                    counter.add(item.reason, key=item.key, url=item.url, detail=item.detail)
+                    if self._consumed >= replay:
+                        counter.add(item.reason, key=item.key, url=item.url, detail=item.detail)
                 else:
                     yield item
 
         rng = random.Random(f"{self.seed}:{epoch}:{rank}:{worker}")
+        self._consumed = 0
         for raw in self._shuffled(good_raw(), rng):
+            self._consumed += 1
+            if self._consumed <= replay:
+                continue
             try:
                 yield self.decode(raw)
             except SampleSkipped as exc:
@@ -350,6 +367,8 @@ class AudioShardDataset(IterableDataset):
         else:
             for batch in self.batches(epoch):
                 batch["skip_counts"] = self.skip_counter.take_delta()
+                # where this batch leaves the worker's stream: what a resume needs to skip without decoding
+                batch["stream_position"] = (worker, self._consumed)
                 n_yielded += len(batch["keys"])
                 yield batch
             trailing = self.skip_counter.take_delta()
@@ -361,6 +380,50 @@ class AudioShardDataset(IterableDataset):
             "[rank %d/%d worker %d/%d epoch %d] %d samples; %s",
             rank, world, worker, nworkers, epoch, n_yielded, self.skip_counter.summary(),
         )
+
+
+def resume_plan(
+    batches: int, stream: Mapping[str, Any] | None, num_workers: int
+) -> tuple[dict[int, int], int] | None:
+    """Where each worker resumes after ``batches`` consumed batches of an epoch, from the training loop's
+    record ``stream`` (``{"batches": {worker: batches consumed}, "positions": {worker: [raw samples after its
+    previous batch, after its latest]}}``): ``({worker: raw samples to pass over}, batches to drop)``, or
+    ``None`` when the record does not describe this loader (other worker count, a worker that ran dry).
+
+    A ``DataLoader`` takes batches from its workers in turn, and a new one starts again at worker 0. After
+    n = r * W + m batches, workers 0..m-1 have given r + 1 and the others r. So every worker is put back
+    where it stood after r batches and the first m batches of the pass are dropped: the next batch then
+    comes from worker m, as in the uninterrupted run, at the cost of decoding m < W batches.
+    """
+    if batches == 0:
+        return {}, 0
+    if stream is None or num_workers < 1:
+        return None
+    workers = max(1, num_workers)
+    counts = {int(w): int(n) for w, n in stream.get("batches", {}).items()}
+    positions = {int(w): [int(p) for p in pair] for w, pair in stream.get("positions", {}).items()}
+    rounds, extra = divmod(batches, workers)
+    expected = {w: rounds + (1 if w < extra else 0) for w in range(workers)}
+    if {w: n for w, n in counts.items() if n} != {w: n for w, n in expected.items() if n}:
+        return None
+    plan = {}
+    for w in range(workers):
+        if rounds == 0:
+            plan[w] = 0
+        elif w not in positions:
+            return None
+        else:
+            plan[w] = positions[w][0] if w < extra else positions[w][1]
+    return plan, extra
+
+
+def record_stream_position(stream: dict, position: Sequence[int]) -> None:
+    """Add a consumed batch's ``stream_position`` (worker, raw samples) to a `resume_plan` record."""
+    worker, consumed = int(position[0]), int(position[1])
+    stream.setdefault("batches", {})
+    stream.setdefault("positions", {})
+    stream["batches"][worker] = stream["batches"].get(worker, 0) + 1
+    stream["positions"][worker] = [stream["positions"].get(worker, [0, 0])[1], consumed]
 
 
 class ShardLoader(DataLoader):
@@ -386,8 +449,10 @@ class ShardLoader(DataLoader):
         self.dataset.set_epoch(self._epoch)  # what persistent workers start from
 
     def skip_batches(self, n: int) -> None:
-        """Fast-forward: drop the first ``n`` batches of the next pass (a mid-epoch resume point; the stream is
-        deterministic for seed + epoch). Their skip counts are not added again: a restored counter holds them."""
+        """Drop the first ``n`` batches of the next pass (a mid-epoch resume point; the stream is deterministic
+        for seed + epoch). They are decoded, then dropped: `AudioShardDataModule.resume_at` with a stream record
+        skips without decoding and drops fewer than ``num_workers`` batches this way. Their skip counts are not
+        added again: a restored counter holds them."""
         if n < 0:
             raise ValueError(f"cannot skip {n} batches")
         self._skip = int(n)
@@ -488,7 +553,7 @@ def _build_datamodule_class():
             self.persistent_workers = persistent_workers and num_workers > 0
             self.skip_counter = SkipCounter(name="datamodule")
             self._train_loader: ShardLoader | None = None
-            self._resume_position: tuple[int, int] | None = None
+            self._resume_position: tuple[int, int, Mapping[str, Any] | None] | None = None
 
         @property
         def skip_counts(self) -> dict[str, int]:
@@ -548,20 +613,30 @@ def _build_datamodule_class():
                 persistent_workers=self.persistent_workers,
             )
 
-        def resume_at(self, epoch: int, batches: int) -> None:
+        def resume_at(self, epoch: int, batches: int, stream: Mapping[str, Any] | None = None) -> None:
             """The next `train_dataloader` starts in ``epoch`` after ``batches`` batches (a mid-epoch checkpoint);
-            called by the LightningModule when it restores a checkpoint."""
-            self._resume_position = (int(epoch), int(batches))
+            called by the LightningModule when it restores a checkpoint. ``stream``: the module's record of the
+            consumed batches' stream positions (`resume_plan`); with it the workers pass over what was consumed
+            without decoding it, else the skipped batches are decoded and dropped."""
+            self._resume_position = (int(epoch), int(batches), stream)
 
         def train_dataloader(self) -> ShardLoader:
             ds = self._dataset(self.train_shards, train=True, for_generation=False, padding_side=self.train_padding_side)
             loader = self._loader(ds)
             trainer = getattr(self, "trainer", None)
             if self._resume_position is not None:
-                epoch, batches = self._resume_position
+                epoch, batches, stream = self._resume_position
                 self._resume_position = None
                 loader.set_epoch(epoch)
-                loader.skip_batches(batches)
+                plan = resume_plan(batches, stream, max(1, self.num_workers))
+                if plan is None:
+                    if batches:
+                        logger.info("resuming %d batches into epoch %d by decoding and dropping them", batches, epoch)
+                    loader.skip_batches(batches)
+                else:
+                    positions, drop = plan
+                    ds.resume_positions = (epoch, positions)
+                    loader.skip_batches(drop)
             elif trainer is not None:
                 loader.set_epoch(trainer.current_epoch)
             return loader

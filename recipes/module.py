@@ -21,13 +21,15 @@ What each stage writes (`AudioVLMLightningModule.save_trained`, also called at t
     output_dir/<processor files>       AudioVLMProcessor.save_pretrained
 
 Resuming: checkpoints hold only the trainable tensors (+ optimizer/scheduler state), the global RNG states and
-the VLAT sampler state of every rank, and the data position (epoch, batches consumed in it). On resume the
-data module fast-forwards its shard stream to that position (`AudioShardDataModule.resume_at`), so the run
-continues the same loss curve as an uninterrupted one.
+the VLAT sampler state of every rank, and the data position (epoch, batches consumed in it, and per rank where
+each data worker's stream stood after them). On resume the data module fast-forwards its shard stream to that
+position (`AudioShardDataModule.resume_at`): the workers pass over the consumed raw samples without decoding
+them (`recipes.data.resume_plan`), so the run continues the same loss curve as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -43,6 +45,7 @@ import torch
 from torch import nn
 
 from recipes.collate import IGNORE_INDEX, model_inputs
+from recipes.data import record_stream_position
 
 logger = logging.getLogger(__name__)
 
@@ -430,6 +433,7 @@ class AudioVLMLightningModule(pl.LightningModule):
         # resume bookkeeping
         self._position = (0, 0)  # (epoch, batches consumed in it) as a checkpoint taken now should record it
         self._epoch_batches = 0
+        self._stream: dict = {}  # the epoch's consumed batches per data worker and their stream positions
         self._pending_rng: dict | None = None
         self._t_batch: float | None = None
         self.train()
@@ -509,6 +513,7 @@ class AudioVLMLightningModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_batches = 0
+        self._stream = {}
         self._position = (self.current_epoch, 0)
 
     def on_train_batch_start(self, batch, batch_idx):
@@ -519,6 +524,8 @@ class AudioVLMLightningModule(pl.LightningModule):
         # on_train_batch_end runs, hence here). After the epoch's last batch the stream is exhausted: resume
         # at the start of the next epoch (Lightning continues there with the iterator it made at restart).
         self._epoch_batches += 1
+        if isinstance(batch, dict) and batch.get("stream_position") is not None:
+            record_stream_position(self._stream, batch["stream_position"])
         progress = getattr(getattr(self.trainer.fit_loop, "epoch_loop", None), "batch_progress", None)
         if progress is not None and progress.is_last_batch:
             self._position = (self.current_epoch + 1, 0)
@@ -568,7 +575,11 @@ class AudioVLMLightningModule(pl.LightningModule):
         trainable = set(self.trainable_parameter_names())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         per_rank = _all_gather(
-            {"rng": _rng_state(), "vlat": self.vlat_sampler.state_dict() if self.vlat_sampler is not None else None}
+            {
+                "rng": _rng_state(),
+                "vlat": self.vlat_sampler.state_dict() if self.vlat_sampler is not None else None,
+                "stream": copy.deepcopy(self._stream) if self._position[1] else {},
+            }
         )
         checkpoint["audio_vlm"] = {
             "stage": self.stage,
@@ -589,8 +600,9 @@ class AudioVLMLightningModule(pl.LightningModule):
             raise ValueError(f"checkpoint lacks trainable tensors {missing[:5]} ({len(missing)} total): different settings?")
         per_rank = state.get("per_rank") or []
         rank = self.global_rank if self._trainer is not None else 0
+        same_ranks = len(per_rank) == (self.trainer.world_size if self._trainer is not None else 1)
         if per_rank:
-            if len(per_rank) != (self.trainer.world_size if self._trainer is not None else 1):
+            if not same_ranks:
                 logger.warning("checkpoint was written by %d ranks; RNG/VLAT states of rank 0 are reused", len(per_rank))
             mine = per_rank[rank] if rank < len(per_rank) else per_rank[0]
             self._pending_rng = mine["rng"]
@@ -599,9 +611,11 @@ class AudioVLMLightningModule(pl.LightningModule):
         position = state.get("data_position") or {"epoch": 0, "batches": 0}
         self._position = (int(position["epoch"]), int(position["batches"]))
         self._epoch_batches = self._position[1]
+        # another rank count splits the shards differently: its stream positions mean nothing here
+        self._stream = copy.deepcopy(mine.get("stream") or {}) if per_rank and same_ranks else {}
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "resume_at"):
-            datamodule.resume_at(*self._position)
+            datamodule.resume_at(*self._position, stream=self._stream or None)
         elif self._position[1]:
             logger.warning(
                 "resuming mid-epoch (%d batches into epoch %d) without a data module that can fast-forward: "

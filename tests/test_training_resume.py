@@ -81,6 +81,10 @@ def test_resume_continues_the_same_loss_curve(shards, uninterrupted, tmp_path, e
     assert ckpt["global_step"] == saved_step
     keys = set(ckpt["state_dict"])
     assert keys and all(".lora_" in k or k.endswith("audio_projector.weight") for k in keys)  # trainable only
+    # a mid-epoch checkpoint records where the consumed batches left the data stream (resumed without decoding)
+    position = ckpt["audio_vlm"]["data_position"]
+    stream = ckpt["audio_vlm"]["per_rank"][0]["stream"]
+    assert (stream["batches"] == {0: position["batches"]}) if position["batches"] else stream == {}
 
     pl.seed_everything(123)  # a different global RNG at restart must not matter: it is restored
     resumed = StepRecorder()
@@ -132,3 +136,33 @@ def test_shard_loader_fast_forward_matches_uninterrupted_pass(shards):
     resumed = dm.train_dataloader()
     assert [b["keys"] for b in resumed] == epochs[1][3:]
     assert [b["keys"] for b in resumed] == [b["keys"] for b in loader]  # then continues with epoch 2
+
+
+def test_resume_twice_within_one_epoch(shards, uninterrupted, tmp_path):
+    """Killed mid-epoch, resumed, killed again later in the SAME epoch and resumed again: the second checkpoint
+    must count the epoch's batches from the epoch's start, not from the first resume."""
+    ckpt_dir = tmp_path / "ckpt"
+
+    def run(crash_at: int | None, ckpt_path: str | None) -> StepRecorder:
+        rec = StepRecorder()
+        callbacks = [rec, ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=1, save_last=True, save_top_k=1)]
+        if crash_at is not None:
+            callbacks.append(Crash(crash_at))
+        tr = trainer(N_STEPS, callbacks, enable_checkpointing=True, plugins=[AtomicCheckpointIO()])
+        if crash_at is None:
+            tr.fit(_module(), _dm(shards), ckpt_path=ckpt_path)
+        else:
+            with pytest.raises(RuntimeError, match="simulated kill"):
+                tr.fit(_module(), _dm(shards), ckpt_path=ckpt_path)
+        return rec
+
+    pl.seed_everything(0)
+    run(6, None)  # checkpoint after step 6: epoch 1, 2 of its 4 batches
+    second = run(7, str(ckpt_dir / "last.ckpt"))  # resumes, runs step 7 (batch 3 of epoch 1), killed before 8
+    assert second.keys == uninterrupted.keys[6:7]
+    ckpt = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 7 and ckpt["audio_vlm"]["data_position"] == {"epoch": 1, "batches": 3}
+    third = run(None, str(ckpt_dir / "last.ckpt"))
+    assert third.keys == uninterrupted.keys[7:]
+    expected = uninterrupted.losses[7:]
+    assert max(abs(a - b) for a, b in zip(third.losses, expected)) <= 1e-6, (third.losses, expected)
