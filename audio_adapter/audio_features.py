@@ -122,22 +122,69 @@ def resample(
     groups, width = _resample_kernels(orig, new, lowpass_filter_width, rolloff, beta)
     shape = waveform.shape
     flat = waveform.reshape(-1, shape[-1]).to(torch.float32)
-    padded = F.pad(flat, (width, width + orig)).contiguous()
-    rows, length = padded.shape
-    frames = shape[-1] // orig + 1  # every frame whose K taps lie in the padded input
-    per_group = []
-    for first_tap, weights in groups:
-        weights = weights.to(padded.device)
-        span = weights.shape[0]
-        if orig >= span:  # frames do not overlap: the strided view is a valid BLAS matrix (row stride orig)
-            taps = padded.as_strided((rows, frames, span), (length, orig, 1), first_tap)
-            per_group.append(torch.matmul(taps, weights))  # (rows, frames, phases)
-        else:  # overlapping frames (e.g. 48 -> 16 kHz): matmul would copy them; a strided conv reads in place
-            conv = F.conv1d(padded[:, None, first_tap:], weights.T[:, None, :], stride=orig)
-            per_group.append(conv[..., :frames].transpose(1, 2))
-    out = torch.cat(per_group, dim=-1).reshape(rows, frames * new)
+    frames = shape[-1] // orig + 1  # frame f covers input samples [f * orig - width, f * orig - width + K)
+    if all(orig >= weights.shape[0] for _, weights in groups):
+        out = _resample_by_phase_groups(flat, frames, orig, groups, width)
+    else:
+        out = _resample_by_blocks(flat, frames, orig, new, lowpass_filter_width, rolloff, beta)
     target_length = math.ceil(new * shape[-1] / orig)
     return out[:, :target_length].reshape(*shape[:-1], target_length)
+
+
+def _resample_by_phase_groups(
+    flat: torch.Tensor, frames: int, orig: int, groups: list[tuple[int, torch.Tensor]], width: int
+) -> torch.Tensor:
+    """(rows, T) -> (rows, frames * new) when frames do not overlap (orig >= every group's taps, e.g. 44.1 kHz):
+    a strided view of each frame's taps is then a valid BLAS matrix (row stride orig), one matmul a group."""
+    padded = F.pad(flat, (width, width + orig)).contiguous()
+    rows, length = padded.shape
+    per_group = []
+    for first_tap, weights in groups:
+        taps = padded.as_strided((rows, frames, weights.shape[0]), (length, orig, 1), first_tap)
+        per_group.append(torch.matmul(taps, weights.to(padded.device)))  # (rows, frames, phases)
+    return torch.cat(per_group, dim=-1).reshape(rows, -1)
+
+
+@lru_cache(maxsize=32)
+def _block_resample_weights(
+    orig: int, new: int, lowpass_filter_width: int, rolloff: float, beta: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """For ratios whose frames overlap (48/32/24/8 kHz): M frames a block, (first, second) (M * orig, M * new)
+    weights and M, such that block b's outputs are input_block[b] @ first + input_block[b + 1] @ second."""
+    groups, width = _resample_kernels(orig, new, lowpass_filter_width, rolloff, beta)
+    taps = 2 * width + orig
+    kernels = torch.zeros(taps, new)  # (K, new): the dense kernels, tap by phase
+    phase = 0
+    for first_tap, weights in groups:
+        kernels[first_tap : first_tap + weights.shape[0], phase : phase + weights.shape[1]] = weights
+        phase += weights.shape[1]
+    frames_per_block = -(-(taps - orig) // orig)  # a block's frames then reach at most into the next block
+    size = frames_per_block * orig
+    both = torch.zeros(2 * size, frames_per_block * new)
+    for m in range(frames_per_block):
+        both[m * orig : m * orig + taps, m * new : (m + 1) * new] = kernels
+    return both[:size].contiguous(), both[size:].contiguous(), frames_per_block
+
+
+def _resample_by_blocks(
+    flat: torch.Tensor, frames: int, orig: int, new: int, lowpass_filter_width: int, rolloff: float, beta: float
+) -> torch.Tensor:
+    """(rows, T) -> (rows, >= frames * new) when frames overlap (small orig, e.g. 48 kHz: 3 input samples a
+    frame, 105 taps). The input, cut into non-overlapping blocks of M frames, is a plain reshape; each block's
+    outputs need only it and the next one: two matmuls with banded weights (measured 3.8x faster than a
+    strided conv1d at 48 kHz; ~2x the minimal multiplications, at BLAS speed)."""
+    first, second, frames_per_block = _block_resample_weights(orig, new, lowpass_filter_width, rolloff, beta)
+    first, second = first.to(flat.device), second.to(flat.device)
+    _, width = _resample_kernels(orig, new, lowpass_filter_width, rolloff, beta)
+    size = first.shape[0]
+    blocks = -(-frames // frames_per_block)
+    rows, length = flat.shape
+    padded = flat.new_zeros(rows, (blocks + 1) * size)
+    padded[:, width : width + length] = flat
+    chunks = padded.view(rows, blocks + 1, size)
+    out = torch.matmul(chunks[:, :-1], first)
+    out += torch.matmul(chunks[:, 1:], second)
+    return out.reshape(rows, -1)
 
 
 def prepare_waveform(audio, sampling_rate: int) -> torch.Tensor:

@@ -75,7 +75,9 @@ def bench_pipeline(shards: list[str], processor, workers: int, batch_size: int) 
     return end - t0, steady, n, loader.skip_counter.as_dict()
 
 
-def profile_stages(shards: list[str], processor, n_clips: int = 24, batch_size: int = 8) -> dict[str, float]:
+def profile_stages(
+    shards: list[str], processor, rate: int, n_clips: int = 24, batch_size: int = 8
+) -> dict[str, float]:
     """Milliseconds per clip of each stage, in this process with one thread (where the time goes)."""
     from audio_adapter.audio_features import extract_features
     from recipes.data import AudioCollator, decode_audio, iter_tar_samples, normalize_messages, parse_json_bytes, to_mono
@@ -117,7 +119,7 @@ def profile_stages(shards: list[str], processor, n_clips: int = 24, batch_size: 
     mel = (t3 - t2) / n * 1e3
     return {
         "decode (FLAC)": (t1 - t0) / n * 1e3,
-        "resample 44.1k -> 16k": (t2 - t1) / n * 1e3,
+        f"resample {rate / 1000:g}k -> 16k": (t2 - t1) / n * 1e3,
         "log-mel (batched)": mel,
         "template + tokenise + labels + pad": max(0.0, (t5 - t4) / n * 1e3 - mel),
     }
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"pass {epoch + 1}: {n} clips in {seconds:.2f} s = {n / seconds:.0f} clips/s "
                           f"(steady state {n / steady:.0f} clips/s)")
         clips_per_s = max(runs)
-        stages = profile_stages(shards, processor)
+        stages = profile_stages(shards, processor, args.rate)
 
     rng = np.random.default_rng(1)
     clips16 = [make_clip(rng, args.seconds, 16000) for _ in range(args.mel_clips)]
