@@ -397,9 +397,9 @@ def resume_plan(
     """
     if batches == 0:
         return {}, 0
-    if stream is None or num_workers < 1:
+    if stream is None:
         return None
-    workers = max(1, num_workers)
+    workers = max(1, num_workers)  # 0 workers: the main process is the one worker
     counts = {int(w): int(n) for w, n in stream.get("batches", {}).items()}
     positions = {int(w): [int(p) for p in pair] for w, pair in stream.get("positions", {}).items()}
     rounds, extra = divmod(batches, workers)
@@ -628,7 +628,7 @@ def _build_datamodule_class():
                 epoch, batches, stream = self._resume_position
                 self._resume_position = None
                 loader.set_epoch(epoch)
-                plan = resume_plan(batches, stream, max(1, self.num_workers))
+                plan = resume_plan(batches, stream, self.num_workers)
                 if plan is None:
                     if batches:
                         logger.info("resuming %d batches into epoch %d by decoding and dropping them", batches, epoch)

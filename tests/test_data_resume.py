@@ -85,7 +85,7 @@ def test_resume_at_every_batch_continues_the_pass(shards, processor, workers):
         stream: dict = {}
         for batch in full[:n]:
             record_stream_position(stream, batch["stream_position"])
-        assert resume_plan(n, stream, max(1, workers)) is not None
+        assert resume_plan(n, stream, workers) is not None
         dm.resume_at(1, n, stream=stream)
         resumed = dm.train_dataloader()
         assert [b["keys"] for b in resumed] == keys[n:], n
