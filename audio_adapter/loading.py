@@ -6,7 +6,11 @@ Both loads are checked: any missing or unexpected key raises instead of leaving 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
+import sys
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, WhisperConfig
@@ -28,23 +32,51 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint did not cover the module it was loaded into (or carried unexpected weights)."""
 
 
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    """Drop transformers' MISSING/UNEXPECTED key tables: the keys they list here are expected (new audio modules,
+    the skipped Whisper decoder), and every truly missing or unexpected key raises `CheckpointMismatchError`
+    below instead. Size mismatches and conversion errors still raise inside transformers."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop = _DropLoadReport()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _summary(line: str) -> None:
+    """One line per load on stderr, from the first process only (not once per DDP rank)."""
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+        print(line, file=sys.stderr, flush=True)
+
+
 def load_whisper_encoder(whisper: str, dtype: torch.dtype | None = None, **hub_kwargs) -> WhisperEncoder:
     """Only the encoder weights of a full Whisper checkpoint (``WhisperEncoder.from_pretrained`` alone loads
     nothing: the keys carry a ``model.encoder.`` prefix)."""
-    encoder, info = WhisperEncoder.from_pretrained(
-        whisper,
-        key_mapping={r"^model\.encoder\.": ""},
-        output_loading_info=True,
-        dtype=dtype,
-        **hub_kwargs,
-    )
+    with _quiet_load_report():
+        encoder, info = WhisperEncoder.from_pretrained(
+            whisper,
+            key_mapping={r"^model\.encoder\.": ""},
+            output_loading_info=True,
+            dtype=dtype,
+            **hub_kwargs,
+        )
     missing = list(info.get("missing_keys", []))
+    skipped = [k for k in info.get("unexpected_keys", []) if _WHISPER_NON_ENCODER.match(k)]
     unexpected = [k for k in info.get("unexpected_keys", []) if not _WHISPER_NON_ENCODER.match(k)]
     if missing or unexpected:
         raise CheckpointMismatchError(
             f"Whisper checkpoint {whisper!r} does not match WhisperEncoder: missing {sorted(missing)[:10]} "
             f"({len(missing)} total), unexpected {sorted(unexpected)[:10]} ({len(unexpected)} total)"
         )
+    encoder._skipped_checkpoint_keys = len(skipped)  # for the one-line summary of load_pretrained_parts
     return encoder
 
 
@@ -56,6 +88,7 @@ def load_pretrained_parts(
     audio_pool_stride: int = 1,
     context_extension: AudioContextExtension | dict | None = None,
     dtype: torch.dtype | None = None,
+    device_map: str | dict | torch.device | None = None,
     model_kwargs: dict | None = None,
     **hub_kwargs,
 ) -> AudioVLMForConditionalGeneration:
@@ -69,6 +102,8 @@ def load_pretrained_parts(
         audio_pool_stride: average-pool encoder frames by this stride (1 = 50 tokens per second).
         context_extension: audio context extension saved into the config.
         dtype: load dtype (e.g. ``torch.bfloat16`` on GPU).
+        device_map: where the weights go (``"cuda"``, ``"cuda:1"``, ``"auto"``, a dict...), as for
+            ``from_pretrained``; the audio encoder and projector follow the input embedding's device.
         model_kwargs: extra arguments for the Qwen2-VL ``from_pretrained`` call only (e.g. a bitsandbytes
             ``quantization_config`` for QLoRA; it must skip ``audio_tower``/``audio_projector``).
         hub_kwargs: passed to every ``from_pretrained`` (``revision``, ``cache_dir``, ``local_files_only``...).
@@ -98,9 +133,13 @@ def load_pretrained_parts(
     if too_big:
         raise ValueError(f"audio token ids {too_big} do not fit the {rows}-row embedding of {vlm!r}")
 
-    model, info = AudioVLMForConditionalGeneration.from_pretrained(
-        vlm, config=config, output_loading_info=True, dtype=dtype, **hub_kwargs, **(model_kwargs or {})
-    )
+    if device_map is not None:
+        model_kwargs = {**(model_kwargs or {}), "device_map": device_map}
+    with _quiet_load_report():
+        model, info = AudioVLMForConditionalGeneration.from_pretrained(
+            vlm, config=config, output_loading_info=True, dtype=dtype, **hub_kwargs, **(model_kwargs or {})
+        )
+    new_keys = [k for k in info.get("missing_keys", []) if _NEW_AUDIO_MODULES.match(k)]
     missing = [k for k in info.get("missing_keys", []) if not _NEW_AUDIO_MODULES.match(k)]
     unexpected = list(info.get("unexpected_keys", []))
     if missing or unexpected:
@@ -112,9 +151,30 @@ def load_pretrained_parts(
     model.audio_tower.load_state_dict(encoder.state_dict(), strict=True)
     model.audio_tower.requires_grad_(False)
     torch.nn.init.normal_(model.audio_projector.weight, std=config.text_config.initializer_range)
+    # Audio is spliced into the input embeddings, so the audio path lives where they live.
+    embed_device = model.get_input_embeddings().weight.device
+    model.audio_tower.to(embed_device)
+    model.audio_projector.to(embed_device)
     init_new_token_rows(model, [config.audio_bos_token_id, config.audio_token_id, config.audio_eos_token_id])
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    suppress_audio_tokens(model.generation_config, config)
+    n_vlm = len(model.state_dict()) - len(new_keys)
+    _summary(
+        f"audio_adapter: loaded {n_vlm} Qwen2-VL tensors from {vlm} and {len(encoder.state_dict())} Whisper encoder "
+        f"tensors from {whisper} (its {encoder._skipped_checkpoint_keys} decoder tensors skipped); new: "
+        f"audio_projector {tuple(model.audio_projector.weight.shape)}, 3 audio-token rows; dtype {model.dtype}, "
+        f"device {embed_device}"
+    )
     return model
+
+
+def suppress_audio_tokens(generation_config, config) -> None:
+    """Never generate ``<|audio_bos|>``, ``<|AUDIO|>`` or ``<|audio_eos|>``: an audio placeholder in the output has
+    no audio behind it. ``suppress_tokens`` is saved with the generation config and honoured by every
+    ``generate()`` call (transformers' ``SuppressTokensLogitsProcessor``)."""
+    audio = [int(config.audio_bos_token_id), int(config.audio_token_id), int(config.audio_eos_token_id)]
+    current = list(generation_config.suppress_tokens or [])
+    generation_config.suppress_tokens = current + [t for t in audio if t not in current]
 
 
 @torch.no_grad()

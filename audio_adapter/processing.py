@@ -31,7 +31,8 @@ class AudioVLMProcessor:
     return_tensors="pt")`` -> ``input_ids``, ``attention_mask``, ``mm_token_type_ids``, and, when given,
     ``input_features`` (num_chunks, n_mels, chunk_frames), ``input_features_mask`` (num_chunks, chunk_frames),
     ``pixel_values``, ``image_grid_thw``. Clips are matched to ``<|AUDIO|>`` placeholders in reading order
-    across the batch.
+    across the batch. Batches are padded on the left (for generation) unless ``padding_side="right"`` is given,
+    whatever the tokenizer's own ``padding_side`` says.
     """
 
     def __init__(
@@ -156,6 +157,9 @@ class AudioVLMProcessor:
         if text is None:
             raise ValueError("text is required: audio and images are placed at their placeholders in the text")
         texts = [text] if isinstance(text, str) else list(text)
+        # Generation needs left padding (new tokens follow every row's last real token); hub tokenizers often
+        # default to right. Training collators pass padding_side="right" explicitly.
+        tokenizer_kwargs.setdefault("padding_side", "left")
         data: dict = {}
         if audio is not None:
             if isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1:
@@ -255,6 +259,6 @@ def add_audio_tokens(tokenizer):
     """Add ``<|audio_bos|>``, ``<|AUDIO|>``, ``<|audio_eos|>`` as special tokens (no-op if present)."""
     missing = [t for t in AUDIO_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
     if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
+        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer

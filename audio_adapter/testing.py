@@ -6,6 +6,8 @@ import torch
 from transformers import WhisperConfig
 
 from .configuration import AudioVLMConfig
+from .hub_replicas import make_hub_replicas  # noqa: F401  (re-exported: offline copies of the real checkpoints)
+from .loading import suppress_audio_tokens
 from .modeling import AudioVLMForConditionalGeneration
 from .processing import AudioVLMProcessor
 from .tokenizer import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN, build_qwen_tokenizer
@@ -146,4 +148,5 @@ def tiny_model_and_processor(
         model = AudioVLMForConditionalGeneration(config)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.eos_token_id = config.eos_token_id
+    suppress_audio_tokens(model.generation_config, config)
     return model.eval(), processor
