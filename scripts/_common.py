@@ -36,8 +36,7 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = 
     from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
 
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}/config.json not found: not a checkpoint directory written by save_pretrained")
+    check_assembled_checkpoint(path)
     kwargs = {}
     if dtype is not None:
         if dtype not in DTYPES:
@@ -46,6 +45,34 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = 
     model = AudioVLMForConditionalGeneration.from_pretrained(str(path), **kwargs)
     processor = AudioVLMProcessor.from_pretrained(path)
     return model.to(device or default_device()).eval(), processor
+
+
+ASSEMBLE_HINT = (
+    "assemble one first: python -m scripts.assemble --vlm <Qwen2-VL checkpoint> --whisper <Whisper checkpoint> "
+    "--out <folder> (or python -m scripts.export for a trained run), then pass --model <folder>"
+)
+
+
+def check_assembled_checkpoint(path: Path) -> None:
+    """Refuse, before loading any weight, a folder that is not an assembled audio model (model + processor
+    written by save_pretrained): a raw Qwen2-VL or Whisper checkpoint would otherwise be loaded in full (with a
+    randomly initialised audio encoder) before failing."""
+    import json
+
+    from audio_adapter.configuration import AudioVLMConfig
+    from audio_adapter.processing import AUDIO_PROCESSOR_CONFIG
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: --model must be a checkpoint folder; {ASSEMBLE_HINT}")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type != AudioVLMConfig.model_type:
+        raise ValueError(
+            f"{path} is a {model_type!r} checkpoint, not an assembled audio model ({AudioVLMConfig.model_type!r}); "
+            f"{ASSEMBLE_HINT}"
+        )
+    if not (path / AUDIO_PROCESSOR_CONFIG).is_file():
+        raise FileNotFoundError(f"{path / AUDIO_PROCESSOR_CONFIG} not found: the processor was not saved; {ASSEMBLE_HINT}")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,10 @@
 
 Every clip becomes its own audio span, placed (after the image, if any) before the prompt text in one user
 turn. Greedy by default; ``--num-beams``/``--do-sample`` switch decoding (beam search cannot stream, so its
-text is printed at the end).
+text is printed at the end). ``--do-sample`` samples with ``--sample-temperature`` (default 1.0), ``--top-p``
+(default 1.0) and ``--top-k`` (default 0 = off), never with the checkpoint's saved values: Qwen2-VL's hub
+generation config (top_k 1, top_p 0.001, temperature 0.01) would make it greedy. (``--temperature`` is the
+Partial YaRN attention temperature.)
 """
 
 from __future__ import annotations
@@ -96,13 +99,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy / beam search")
     parser.add_argument("--seed", type=int, default=0, help="torch seed (for --do-sample)")
+    sampling = parser.add_argument_group("sampling (with --do-sample)")
+    sampling.add_argument("--sample-temperature", type=float, default=None, help="softmax temperature (default 1.0)")
+    sampling.add_argument("--top-p", type=float, default=None, help="nucleus probability mass (default 1.0 = off)")
+    sampling.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default 0 = off)")
     add_extension_args(parser)
     return parser
 
 
+SAMPLING_DEFAULTS = {"sample_temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
+
+def sampling_kwargs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """``generate()`` sampling settings: explicit values (defaults: plain sampling) so that a checkpoint's saved
+    near-greedy settings cannot override ``--do-sample``; empty without ``--do-sample``."""
+    given = [name for name in SAMPLING_DEFAULTS if getattr(args, name) is not None]
+    if not args.do_sample:
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} needs --do-sample")
+        return {}
+    values = {name: getattr(args, name) if getattr(args, name) is not None else d for name, d in SAMPLING_DEFAULTS.items()}
+    if values["sample_temperature"] <= 0:
+        parser.error(f"--sample-temperature must be > 0, got {values['sample_temperature']}")
+    if not 0 < values["top_p"] <= 1:
+        parser.error(f"--top-p must be in (0, 1], got {values['top_p']}")
+    if values["top_k"] < 0:
+        parser.error(f"--top-k must be >= 0, got {values['top_k']}")
+    return {"temperature": values["sample_temperature"], "top_p": values["top_p"], "top_k": values["top_k"]}
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     """CLI entry: stream the generated text to stdout and return it."""
-    args = parse_with_extension(build_parser(), argv)
+    parser = build_parser()
+    args = parse_with_extension(parser, argv)
+    sampling = sampling_kwargs(args, parser)
     model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     apply_extension_args(model, args)
     torch.manual_seed(args.seed)
@@ -119,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         do_sample=args.do_sample,
         streamer=streamer,
         system=args.system,
+        **sampling,
     )
     if not stream:
         print(text)
