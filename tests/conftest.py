@@ -31,3 +31,12 @@ def tiny():
 def audio_prompt(processor, question: str = "What do you hear?", n_clips: int = 1) -> str:
     content = [{"type": "audio"} for _ in range(n_clips)] + [{"type": "text", "text": question}]
     return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+
+@pytest.fixture(scope="session")
+def hub_replicas(tmp_path_factory):
+    """Offline copies of Qwen/Qwen2-VL-7B-Instruct and openai/whisper-large-v3-turbo with the real files and tiny
+    widths (`audio_adapter.testing.make_hub_replicas`): ``{"vlm": Path, "whisper": Path}``. Do not modify them."""
+    from audio_adapter.testing import make_hub_replicas
+
+    return make_hub_replicas(tmp_path_factory.mktemp("hub"))

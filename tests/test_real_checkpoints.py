@@ -1,0 +1,191 @@
+"""The README's real-checkpoint path, proven against offline replicas of the two hub repositories.
+
+`make_hub_replicas` writes Qwen2-VL-7B-Instruct and whisper-large-v3-turbo file for file (real configs, the real
+tokenizer without audio tokens, the real chat template and generation settings, bf16 legacy-named sharded
+weights, a full fp16 Whisper) at tiny widths. Everything a user is told to run with real checkpoints runs here:
+the README block as written, the CLIs on the folder it saves, and every ``qwen2vl7b_*`` recipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from audio_adapter.hub_replicas import QWEN2_VL_GENERATION_CONFIG
+from audio_adapter.tokenizer import AUDIO_SPECIAL_TOKENS, QWEN2_VL_SPECIAL_TOKENS
+from tests.conftest import tone_clip
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SETTINGS = (
+    'VLM, WHISPER = "Qwen/Qwen2-VL-7B-Instruct", "openai/whisper-large-v3-turbo"  # hub ids or local copies',
+    'DEVICE, MAX_NEW_TOKENS = "cuda", 256',
+)
+ASSEMBLED = "ckpt/audio-qwen2vl-7b"
+
+
+def readme_real_checkpoint_block() -> str:
+    """The python block of the README section "Using it with real checkpoints"."""
+    text = README.read_text()
+    section = text[text.index("## Using it with real checkpoints") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def _replica_state(directory: Path) -> dict[str, torch.Tensor]:
+    state = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    return state
+
+
+# ============================================================================================ the replicas
+def test_stock_transformers_loads_each_replica_completely(hub_replicas):
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration, WhisperForConditionalGeneration
+
+    vlm, whisper = hub_replicas["vlm"], hub_replicas["whisper"]
+    config = json.loads((vlm / "config.json").read_text())
+    assert config["model_type"] == "qwen2_vl" and "text_config" not in config  # flat legacy layout
+    assert config["rope_scaling"] == {"type": "mrope", "mrope_section": [16, 24, 24]}
+    assert config["vocab_size"] == 152064 and config["tie_word_embeddings"] is False
+    assert config["hidden_size"] // config["num_attention_heads"] == 128
+    assert (config["bos_token_id"], config["eos_token_id"], config["image_token_id"]) == (151643, 151645, 151655)
+    assert json.loads((vlm / "generation_config.json").read_text()) == QWEN2_VL_GENERATION_CONFIG
+
+    files = _replica_state(vlm)
+    index = json.loads((vlm / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(index) == set(files) and len(set(index.values())) == 2
+    assert all(re.match(r"^(model\.(layers|embed_tokens|norm)|visual|lm_head)\.", k) for k in files)
+    assert {t.dtype for t in files.values()} == {torch.bfloat16}
+    model, info = Qwen2VLForConditionalGeneration.from_pretrained(str(vlm), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert model.dtype == torch.bfloat16 and len(model.state_dict()) == len(files)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(vlm))
+    assert len(tokenizer) == 151657
+    assert [tokenizer.convert_tokens_to_ids(t) for t in QWEN2_VL_SPECIAL_TOKENS] == list(range(151643, 151657))
+    assert not any(t in tokenizer.get_vocab() for t in AUDIO_SPECIAL_TOKENS)
+    assert tokenizer("Hello world 12").input_ids == [9707, 1879, 220, 16, 17]  # Qwen2 BPE, single digits
+    assert tokenizer.padding_side == "right"  # the hub file sets none: the processor must pad left itself
+
+    w_files = load_file(str(whisper / "model.safetensors"))
+    assert {t.dtype for t in w_files.values()} == {torch.float16}
+    assert any(k.startswith("model.decoder.") for k in w_files)
+    w_model, info = WhisperForConditionalGeneration.from_pretrained(str(whisper), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert w_model.config.num_mel_bins == 128 and w_model.config.max_source_positions == 1500
+    assert w_model.config.decoder_layers == 4 and w_model.config.vocab_size == 51866
+    assert json.loads((whisper / "preprocessor_config.json").read_text())["feature_size"] == 128
+
+
+# ============================================================================================ the README block
+@pytest.fixture(scope="module")
+def readme_run(hub_replicas, tmp_path_factory):
+    """Run the README block as written in a fresh folder holding ``talk.flac`` and ``slide.png``, with the
+    replicas in place of the hub ids and the CPU in place of the GPU. Returns its namespace, folder and stderr."""
+    from PIL import Image
+
+    code = readme_real_checkpoint_block()
+    for line in SETTINGS:
+        assert code.count(line + "\n") == 1, f"README block lost its settings line {line!r}"
+    code = code.replace(SETTINGS[0], f'VLM, WHISPER = "{hub_replicas["vlm"]}", "{hub_replicas["whisper"]}"')
+    code = code.replace(SETTINGS[1], 'DEVICE, MAX_NEW_TOKENS = "cpu", 6')
+    work = tmp_path_factory.mktemp("readme")
+    sf.write(str(work / "talk.flac"), tone_clip(2.5, 440.0, sr=44100), 44100)  # a real user's rate: resampled
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(work / "slide.png")
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    stderr, stdout = io.StringIO(), io.StringIO()
+    namespace: dict = {"__name__": "readme"}
+    cwd = os.getcwd()
+    try:
+        os.chdir(work)
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout), torch.no_grad():
+            exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+        transformers_logger.removeHandler(handler)
+    return {"ns": namespace, "dir": work, "stderr": stderr.getvalue(), "stdout": stdout.getvalue(), "records": records}
+
+
+def test_readme_block_runs_and_generates(readme_run):
+    ns = readme_run["ns"]
+    model, processor = ns["model"], ns["processor"]
+    assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
+    assert processor.tokenizer.convert_tokens_to_ids(AUDIO_SPECIAL_TOKENS[1]) == model.config.audio_token_id == 151658
+    inputs, batch, out = ns["inputs"], ns["batch"], ns["out"]
+    assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == 125  # 2.5 s at 50 tokens / s
+    assert out.shape == (2, batch["input_ids"].shape[1] + 6)  # the random model never stops early here
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 6  # 56 x 84 -> 4 x 6 patches / 4
+    # left padded although the hub tokenizer says right: every row ends on its last prompt token
+    assert processor.tokenizer.padding_side == "right"
+    assert bool(batch["attention_mask"][:, -1].all()) and not bool(batch["attention_mask"][:, 0].all())
+    # the audio tokens are never generated, and the generation config saved with the model says so
+    new = out[:, batch["input_ids"].shape[1] :]
+    assert not torch.isin(new, torch.tensor([151657, 151658, 151659])).any()
+    assert model.generation_config.suppress_tokens == [151657, 151658, 151659]
+    printed = readme_run["stdout"].splitlines()
+    assert len(printed) == 2 and printed[1].startswith("[")
+
+
+def test_readme_load_prints_one_summary_line_not_transformers_tables(readme_run):
+    lines = [line for line in readme_run["stderr"].splitlines() if line.startswith("audio_adapter: loaded")]
+    assert len(lines) == 1 and "46 Qwen2-VL tensors" in lines[0] and "37 Whisper encoder tensors" in lines[0]
+    assert "100 decoder tensors skipped" in lines[0]
+    assert not [r for r in readme_run["records"] if "LOAD REPORT" in str(r.msg)]
+
+
+def test_every_replica_tensor_arrives_bit_equal(readme_run, hub_replicas):
+    model = readme_run["ns"]["model"]
+    state = model.state_dict()
+    audio_rows = [151657, 151658, 151659]
+    for key, tensor in _replica_state(hub_replicas["vlm"]).items():
+        ours = state[re.sub(r"^visual\.", "model.visual.", re.sub(r"^model\.(?!visual)", "model.language_model.", key))]
+        assert ours.dtype == tensor.dtype == torch.bfloat16, key
+        if key in ("model.embed_tokens.weight", "lm_head.weight"):  # the 3 new rows take the mean of the known ones
+            keep = torch.ones(tensor.shape[0], dtype=torch.bool)
+            keep[audio_rows] = False
+            assert torch.equal(ours[keep], tensor[keep]), key
+            mean = tensor[: audio_rows[0]].float().mean(0).to(torch.bfloat16)
+            assert torch.equal(ours[audio_rows], mean.expand(3, -1)), key
+        else:
+            assert torch.equal(ours, tensor), key
+    whisper = load_file(str(hub_replicas["whisper"] / "model.safetensors"))
+    encoder = {k[len("model.encoder.") :]: v for k, v in whisper.items() if k.startswith("model.encoder.")}
+    tower = model.audio_tower.state_dict()
+    assert set(tower) == set(encoder)
+    for key, tensor in encoder.items():  # fp16 on file, bf16 asked for: exactly the cast of the file's values
+        assert torch.equal(tower[key], tensor.to(torch.bfloat16)), key
+    assert not any(k.startswith("audio_tower.decoder") for k in state)
+
+
+def test_batched_generation_equals_one_by_one(readme_run):
+    ns = readme_run["ns"]
+    model, processor, waveform, sr = ns["model"], ns["processor"], ns["waveform"], ns["sr"]
+    model = model.float()  # bf16 matmuls of different batch shapes round differently; the claim is about padding
+    try:
+        batch = processor(text=ns["prompts"], audio=[waveform, waveform[: len(waveform) // 2]], images=[ns["image"]],
+                          sampling_rate=sr, return_tensors="pt")
+        with torch.no_grad():
+            together = model.generate(**batch, max_new_tokens=6)[:, batch["input_ids"].shape[1] :]
+            singles = []
+            for text, audio, images in ((ns["prompts"][0], waveform, None),
+                                        (ns["prompts"][1], waveform[: len(waveform) // 2], [ns["image"]])):
+                one = processor(text=[text], audio=[audio], images=images, sampling_rate=sr, return_tensors="pt")
+                singles.append(model.generate(**one, max_new_tokens=6)[0, one["input_ids"].shape[1] :])
+    finally:
+        model.to(torch.bfloat16)
+    assert torch.equal(together, torch.stack(singles))
