@@ -132,10 +132,11 @@ def build_model_and_processor(
         from audio_adapter import load_pretrained_parts
 
         extra = {"model_kwargs": {"quantization_config": bnb}} if bnb is not None else {}
-        net = load_pretrained_parts(
-            vlm, whisper, audio_pool_stride=audio_pool_stride, context_extension=context_extension, dtype=torch_dtype, **extra
-        )
         processor = AudioVLMProcessor.from_parts(vlm, whisper, audio_pool_stride=audio_pool_stride)
+        net = load_pretrained_parts(  # the processor's tokenizer: the 151k-token tokenizer is read once, not twice
+            vlm, whisper, tokenizer=processor.tokenizer, audio_pool_stride=audio_pool_stride,
+            context_extension=context_extension, dtype=torch_dtype, **extra
+        )
     else:
         path = Path(model)
         if not (path / "config.json").is_file():

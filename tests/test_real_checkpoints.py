@@ -189,3 +189,78 @@ def test_batched_generation_equals_one_by_one(readme_run):
     finally:
         model.to(torch.bfloat16)
     assert torch.equal(together, torch.stack(singles))
+
+
+# ============================================================================================ the saved folder
+def test_saved_folder_round_trips(readme_run):
+    from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
+
+    ns, folder = readme_run["ns"], readme_run["dir"] / ASSEMBLED
+    reloaded = AudioVLMForConditionalGeneration.from_pretrained(str(folder)).eval()
+    processor = AudioVLMProcessor.from_pretrained(folder)
+    before, after = ns["model"].state_dict(), reloaded.state_dict()
+    assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
+    assert reloaded.generation_config.suppress_tokens == [151657, 151658, 151659]
+    assert reloaded.generation_config.top_k == 1  # the hub's settings travel with the model
+    batch = processor(text=ns["prompts"], audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
+                      images=[ns["image"]], sampling_rate=ns["sr"], return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "input_features", "pixel_values"):
+        assert torch.equal(batch[key], ns["batch"][key]), key
+    with torch.no_grad():
+        assert torch.equal(reloaded.generate(**batch, max_new_tokens=6), ns["out"])
+
+
+@pytest.fixture(scope="module")
+def mcqa(tmp_path_factory):
+    from recipes.synthetic import make_mcqa_dataset
+
+    return make_mcqa_dataset(tmp_path_factory.mktemp("mcqa"), 3, seed=0).manifest
+
+
+def test_cli_generate_on_the_saved_folder_greedy_and_sampled(readme_run, capsys):
+    from scripts import generate
+
+    folder, talk = str(readme_run["dir"] / ASSEMBLED), str(readme_run["dir"] / "talk.flac")
+    base = ["--model", folder, "--audio", talk, "--prompt", "Summarise the talk.", "--max-new-tokens", "8",
+            "--device", "cpu"]
+    ids = lambda text: readme_run["ns"]["processor"].tokenizer(text).input_ids  # noqa: E731
+    greedy = generate.main(base)
+    sampled = [generate.main(base + ["--do-sample", "--seed", str(s)]) for s in (0, 1)]
+    capsys.readouterr()
+    # the hub config's top_k 1 / top_p 0.001 would make "--do-sample" greedy; real sampling differs by seed
+    assert sampled[0] != sampled[1] and greedy not in sampled and len(ids(greedy)) == 8
+    with pytest.raises(SystemExit):
+        generate.main(base + ["--top-p", "0.9"])  # sampling settings without --do-sample
+    assert "needs --do-sample" in capsys.readouterr().err
+
+
+def test_cli_eval_sweep_extract_on_the_saved_folder(readme_run, mcqa, tmp_path, capsys):
+    from scripts import eval_mcqa, extract_features, sweep
+
+    folder = str(readme_run["dir"] / ASSEMBLED)
+    common = ["--model", folder, "--device", "cpu", "--no-progress"]
+    result = eval_mcqa.main(common + ["--data", str(mcqa), "--out", str(tmp_path / "eval"), "--batch-size", "3",
+                                      "--max-new-tokens", "3"])
+    assert result.n == 3 and json.loads((tmp_path / "eval" / "results.json").read_text())["summary"]["n"] == 3
+    points = sweep.main(common + ["--data", str(mcqa), "--out", str(tmp_path / "sweep"), "--cutoffs", "16", "32",
+                                  "--temperatures", "1.2", "--base-audio-seconds", "1", "--batch-size", "3",
+                                  "--max-new-tokens", "2"])
+    assert len(points) == 2 and (tmp_path / "sweep" / "sweep.png").is_file()
+    index = extract_features.main(common + ["--audio", str(readme_run["dir"] / "talk.flac"), "--layers", "0", "-1",
+                                            "--out", str(tmp_path / "feats")])
+    saved = load_file(str(tmp_path / "feats" / index["clips"][0]["file"]))
+    assert any(t.shape[-1] == 128 for t in saved.values()) and any(t.shape[-1] == 64 for t in saved.values())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("which", ["vlm", "whisper"])
+def test_clis_refuse_a_raw_hub_checkpoint_before_loading(hub_replicas, which, monkeypatch):
+    from audio_adapter import AudioVLMForConditionalGeneration
+    from scripts import generate
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights were loaded before the folder was checked")
+
+    monkeypatch.setattr(AudioVLMForConditionalGeneration, "from_pretrained", no_load)
+    with pytest.raises(ValueError, match=r"not an assembled audio model.*python -m scripts\.assemble --vlm"):
+        generate.main(["--model", str(hub_replicas[which]), "--prompt", "hi", "--device", "cpu"])
