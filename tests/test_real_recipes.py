@@ -22,7 +22,7 @@ def _recipe_args(name: str, hub_replicas: dict, shards: str) -> list[str]:
     return [
         "fit", "--config", str(CONFIGS / name),
         f"--model.vlm={hub_replicas['vlm']}", f"--model.whisper={hub_replicas['whisper']}",
-        f"--data.train_shards={shards}", f"--data.val_shards={shards}", "--trainer.num_sanity_val_steps=0", "--data.batch_size=2", "--data.num_workers=0",
+        f"--data.train_shards={shards}", f"--data.val_shards={shards}", "--trainer.num_sanity_val_steps=0", "--data.batch_size=1", "--data.num_workers=0",
         "--data.shuffle_buffer=2", "--trainer.accelerator=cpu", "--trainer.max_steps=2",
     ]
 
@@ -88,7 +88,7 @@ def test_export_reload_generate(runs, tmp_path):
 
     work, clis = runs
     run = work / "runs/qwen2vl7b/stage2/output"
-    export.main(["--run", str(run), "--out", str(tmp_path / "merged"), "--dtype", "float32"])
+    export.main(["--run", str(run), "--out", str(tmp_path / "merged"), "--dtype", "bfloat16"])
     model = AudioVLMForConditionalGeneration.from_pretrained(str(tmp_path / "merged")).eval()
     processor = AudioVLMProcessor.from_pretrained(tmp_path / "merged")
     assert not any("lora_" in k for k in model.state_dict())
