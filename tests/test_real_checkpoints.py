@@ -217,27 +217,29 @@ def mcqa(tmp_path_factory):
     return make_mcqa_dataset(tmp_path_factory.mktemp("mcqa"), 3, seed=0).manifest
 
 
-def test_cli_generate_on_the_saved_folder_greedy_and_sampled(readme_run, capsys):
+def test_cli_generate_samples_on_the_saved_folder(readme_run, capsys):
     from scripts import generate
 
     folder, talk = str(readme_run["dir"] / ASSEMBLED), str(readme_run["dir"] / "talk.flac")
     base = ["--model", folder, "--audio", talk, "--prompt", "Summarise the talk.", "--max-new-tokens", "8",
             "--device", "cpu"]
-    ids = lambda text: readme_run["ns"]["processor"].tokenizer(text).input_ids  # noqa: E731
-    greedy = generate.main(base)
     sampled = [generate.main(base + ["--do-sample", "--seed", str(s)]) for s in (0, 1)]
     capsys.readouterr()
-    # the hub config's top_k 1 / top_p 0.001 would make "--do-sample" greedy; real sampling differs by seed
-    assert sampled[0] != sampled[1] and greedy not in sampled and len(ids(greedy)) == 8
+    # the hub config's top_k 1 / top_p 0.001 would make "--do-sample" greedy (the same text for every seed)
+    assert sampled[0] != sampled[1]
     with pytest.raises(SystemExit):
         generate.main(base + ["--top-p", "0.9"])  # sampling settings without --do-sample
     assert "needs --do-sample" in capsys.readouterr().err
 
 
-def test_cli_eval_sweep_extract_on_the_saved_folder(readme_run, mcqa, tmp_path, capsys):
-    from scripts import eval_mcqa, extract_features, sweep
+def test_cli_assemble_then_eval_sweep_extract(hub_replicas, readme_run, mcqa, tmp_path, capsys):
+    from scripts import assemble, eval_mcqa, extract_features, sweep
 
-    folder = str(readme_run["dir"] / ASSEMBLED)
+    folder = str(tmp_path / "assembled")
+    assemble.main(["--vlm", str(hub_replicas["vlm"]), "--whisper", str(hub_replicas["whisper"]), "--out", folder,
+                   "--dtype", "bfloat16"])
+    with pytest.raises(FileExistsError):  # never overwrites a folder
+        assemble.assemble(str(hub_replicas["vlm"]), str(hub_replicas["whisper"]), folder)
     common = ["--model", folder, "--device", "cpu", "--no-progress"]
     result = eval_mcqa.main(common + ["--data", str(mcqa), "--out", str(tmp_path / "eval"), "--batch-size", "3",
                                       "--max-new-tokens", "3"])
