@@ -266,3 +266,25 @@ def test_clis_refuse_a_raw_hub_checkpoint_before_loading(hub_replicas, which, mo
     monkeypatch.setattr(AudioVLMForConditionalGeneration, "from_pretrained", no_load)
     with pytest.raises(ValueError, match=r"not an assembled audio model.*python -m scripts\.assemble --vlm"):
         generate.main(["--model", str(hub_replicas[which]), "--prompt", "hi", "--device", "cpu"])
+
+
+def test_a_truly_missing_weight_still_fails_loudly(hub_replicas, readme_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from audio_adapter import load_pretrained_parts
+    from audio_adapter.loading import CheckpointMismatchError
+
+    broken = tmp_path / "Qwen2-VL-7B-Instruct"
+    shutil.copytree(hub_replicas["vlm"], broken)
+    index_file = broken / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    victim = "model.layers.1.mlp.down_proj.weight"
+    shard = broken / index["weight_map"].pop(victim)
+    tensors = load_file(str(shard))
+    del tensors[victim]
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    index_file.write_text(json.dumps(index))
+    with pytest.raises(CheckpointMismatchError, match=r"missing \['model\.language_model\.layers\.1\.mlp\.down_proj"):
+        load_pretrained_parts(str(broken), str(hub_replicas["whisper"]), tokenizer=readme_run["ns"]["processor"].tokenizer)
