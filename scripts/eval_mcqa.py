@@ -317,7 +317,7 @@ def evaluate_mcqa(
     max_new_tokens: int = 32,
     bucket_edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
     instruction: str = MCQA_INSTRUCTION,
-    audio_cache: dict[str, np.ndarray] | None = None,
+    audio_cache: dict[str, np.ndarray | Exception] | None = None,
     show_progress: bool = True,
     console: Console | None = None,
     respond: Callable[..., list[str]] | None = None,

@@ -75,7 +75,7 @@ def run_sweep(
     for extension in grid:
         extension.validate_for_head_dim(head_dim)
     previous = model.context_extension
-    audio_cache: dict[str, np.ndarray] = {}
+    audio_cache: dict[str, np.ndarray | Exception] = {}
     points = []
     progress = Progress(
         TextColumn("[bold]sweep"),
