@@ -17,11 +17,20 @@ import torch
 from transformers import BatchFeature
 
 from .audio_features import LogMelSpectrogram, audio_token_count, extract_features, prepare_waveform
-from .tokenizer import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_SPECIAL_TOKENS, AUDIO_TOKEN, CHAT_TEMPLATE
+from .tokenizer import (
+    AUDIO_BOS_TOKEN,
+    AUDIO_EOS_TOKEN,
+    AUDIO_SPECIAL_TOKENS,
+    AUDIO_TOKEN,
+    CHAT_TEMPLATE,
+    CONTROL_TOKENS,
+    control_tokens_in,
+)
 
 AUDIO_PROCESSOR_CONFIG = "audio_processor_config.json"
 IMAGE_TOKEN = "<|image_pad|>"
 VIDEO_TOKEN = "<|video_pad|>"
+AUDIO_SPAN = AUDIO_BOS_TOKEN + AUDIO_TOKEN + AUDIO_EOS_TOKEN
 
 
 class AudioVLMProcessor:
@@ -32,7 +41,10 @@ class AudioVLMProcessor:
     ``input_features`` (num_chunks, n_mels, chunk_frames), ``input_features_mask`` (num_chunks, chunk_frames),
     ``pixel_values``, ``image_grid_thw``. Clips are matched to ``<|AUDIO|>`` placeholders in reading order
     across the batch. Batches are padded on the left (for generation) unless ``padding_side="right"`` is given,
-    whatever the tokenizer's own ``padding_side`` says.
+    whatever the tokenizer's own ``padding_side`` says. ``sampling_rate`` is required with audio (never assumed). Refused with a ValueError: a
+    bare 2-D array (stereo or two clips?), a ``<|AUDIO|>`` not written as ``<|audio_bos|><|AUDIO|><|audio_eos|>``,
+    placeholders without their audio/images, and truncation that would cut an audio or image span.
+    `apply_chat_template` refuses control tokens typed inside message text (see there).
     """
 
     def __init__(
@@ -61,6 +73,13 @@ class AudioVLMProcessor:
         self.audio_eos_token_id = tokenizer.convert_tokens_to_ids(AUDIO_EOS_TOKEN)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+        # Every added token is split off before BPE, so typed inside text it would act as structure.
+        added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+        self.control_tokens = tuple(dict.fromkeys([
+            *CONTROL_TOKENS,
+            *tokenizer.all_special_tokens,
+            *(t.content for t in added.values() if t.special or (t.content.startswith("<") and t.content.endswith(">"))),
+        ]))
 
     # ------------------------------------------------------------------ audio
     def audio_token_count(self, num_samples: int) -> int:
@@ -73,6 +92,11 @@ class AudioVLMProcessor:
         rates = list(sampling_rate) if isinstance(sampling_rate, (list, tuple)) else [sampling_rate] * len(audio)
         if len(rates) != len(audio):
             raise ValueError(f"got {len(rates)} sampling rates for {len(audio)} audio clips")
+        if any(rate is None for rate in rates):
+            raise ValueError(
+                f"sampling_rate is required with raw audio arrays (got {sampling_rate!r}): pass the clips' rate in Hz, "
+                "e.g. sampling_rate=44100 (one for all clips or one per clip); no rate is assumed"
+            )
         return [prepare_waveform(clip, rate) for clip, rate in zip(audio, rates)]
 
     @staticmethod
@@ -82,6 +106,39 @@ class AudioVLMProcessor:
             raise ValueError(
                 f"text has {n_placeholders} {AUDIO_TOKEN} placeholders but {len(token_counts)} audio clips were given"
             )
+
+    @staticmethod
+    def _check_audio_spans(texts: list[str]) -> None:
+        """Every ``<|AUDIO|>``, ``<|audio_bos|>`` and ``<|audio_eos|>`` must belong to one whole
+        ``<|audio_bos|><|AUDIO|><|audio_eos|>`` span: a bare one would give the model audio without its
+        markers (or markers without audio), a layout it never trained on."""
+        for i, text in enumerate(texts):
+            spans = text.count(AUDIO_SPAN)
+            for token in (AUDIO_TOKEN, AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN):
+                if text.count(token) != spans:
+                    raise ValueError(
+                        f"text {i} has {text.count(token)} {token} but {spans} whole {AUDIO_SPAN} spans: write each "
+                        f"clip exactly as {AUDIO_SPAN} (apply_chat_template does, for a {{'type': 'audio'}} item)"
+                    )
+
+    def _check_spans_kept(self, texts: list[str], input_ids: torch.Tensor, tokenizer_kwargs: dict) -> None:
+        """After truncation: every row still holds all of its audio and image tokens (``texts`` expanded)."""
+        for token, token_id in (
+            (AUDIO_TOKEN, self.audio_token_id),
+            (AUDIO_BOS_TOKEN, self.audio_bos_token_id),
+            (AUDIO_EOS_TOKEN, self.audio_eos_token_id),
+            (IMAGE_TOKEN, self.image_token_id),
+        ):
+            kept = (input_ids == token_id).sum(dim=1).tolist()
+            for i, text in enumerate(texts):
+                if kept[i] != text.count(token):
+                    needed = len(self.tokenizer(text)["input_ids"])
+                    limit = tokenizer_kwargs.get("max_length", self.tokenizer.model_max_length)
+                    kind = "an image" if token == IMAGE_TOKEN else "an audio"
+                    raise ValueError(
+                        f"truncation to max_length={limit} would cut {kind} span in text {i}, which needs {needed} "
+                        f"tokens: raise max_length to at least {needed}, shorten the text or the clip, or do not truncate"
+                    )
 
     def _expand_audio_placeholders(self, texts: list[str], token_counts: list[int]) -> list[str]:
         self._check_audio_placeholders(texts, token_counts)
@@ -148,7 +205,7 @@ class AudioVLMProcessor:
         self,
         text: str | list[str] | None = None,
         audio: Sequence | None = None,
-        sampling_rate: int | Sequence[int] = 16000,
+        sampling_rate: int | Sequence[int] | None = None,
         images=None,
         return_tensors: str = "pt",
         padding: bool | str = True,
@@ -161,8 +218,15 @@ class AudioVLMProcessor:
         # default to right. Training collators pass padding_side="right" explicitly.
         tokenizer_kwargs.setdefault("padding_side", "left")
         data: dict = {}
+        self._check_audio_spans(texts)
         if audio is not None:
-            if isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1:
+            if isinstance(audio, (np.ndarray, torch.Tensor)):
+                if audio.ndim != 1:
+                    raise ValueError(
+                        f"audio is one bare array of shape {tuple(audio.shape)}: ambiguous (one multi-channel clip, "
+                        f"or {audio.shape[0]} clips?); pass a list of 1-D arrays, one per clip (downmix stereo first), "
+                        "or [array] for one multi-channel clip"
+                    )
                 audio = [audio]
             waveforms = self.prepare_audio(list(audio), sampling_rate)
             token_counts = [self.audio_token_count(w.shape[-1]) for w in waveforms]
@@ -173,6 +237,10 @@ class AudioVLMProcessor:
         elif any(AUDIO_TOKEN in t for t in texts):
             n = sum(t.count(AUDIO_TOKEN) for t in texts)
             raise ValueError(f"text has {n} {AUDIO_TOKEN} placeholders but no audio was given")
+        for token, what in ((IMAGE_TOKEN, "no images were given"), (VIDEO_TOKEN, "videos are not supported")):
+            n = sum(t.count(token) for t in texts)
+            if n and (token == VIDEO_TOKEN or images is None):
+                raise ValueError(f"text has {n} {token} placeholders but {what}")
         if images is not None:
             image_inputs = self.image_processor(images=images, return_tensors="pt")
             texts = self._expand_image_placeholders(texts, image_inputs["image_grid_thw"])
@@ -184,6 +252,10 @@ class AudioVLMProcessor:
         else:  # truncation, max_length padding, ...: let the tokenizer see the expanded text
             texts = self._expand_audio_placeholders(texts, token_counts)
             encoded = self.tokenizer(texts, padding=padding, return_tensors="pt", **tokenizer_kwargs)
+        truncation = tokenizer_kwargs.get("truncation", False)
+        if truncation not in (False, None, "do_not_truncate"):
+            # truncation only goes by the text path, so ``texts`` are the expanded texts the tokenizer saw
+            self._check_spans_kept(texts, torch.as_tensor(encoded["input_ids"]), tokenizer_kwargs)
         data.update(encoded)
         input_ids = data["input_ids"]
         # M-RoPE: images are type 1, videos 2; audio tokens are text-like (type 0) for get_rope_index.
@@ -195,11 +267,37 @@ class AudioVLMProcessor:
 
     # ------------------------------------------------------------------ text helpers
     def apply_chat_template(self, conversation, add_generation_prompt: bool = False, **kwargs) -> str:
-        """Render chat turns (``{"type": "audio"}``/``"image"``/``"text"`` content) to a prompt string."""
+        """Render chat turns (``{"type": "audio"}``/``"image"``/``"text"`` content) to a prompt string.
+
+        Message text is user content: a control token typed inside it (``<|im_end|>``, ``<|im_start|>``,
+        ``<|image_pad|>``, ``<|audio_bos|>``, any added special token) would be parsed as chat structure, so it
+        is refused with a ValueError naming the token and the message. Audio and images go in as
+        ``{"type": "audio"}`` / ``{"type": "image"}`` items; the template writes their control tokens."""
+        self.check_message_text(conversation)
         kwargs.setdefault("tokenize", False)
         return self.tokenizer.apply_chat_template(
             conversation, chat_template=self.chat_template, add_generation_prompt=add_generation_prompt, **kwargs
         )
+
+    def check_message_text(self, conversation) -> None:
+        """Raise ValueError if any message's text (string content or ``"text"`` items; one conversation or a
+        batch of them) contains one of ``self.control_tokens``."""
+        batch = conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
+        for messages in batch:
+            for i, message in enumerate(messages):
+                content = message.get("content") if isinstance(message, dict) else None
+                if isinstance(content, str):
+                    texts = [content]
+                else:
+                    texts = [it["text"] for it in content or () if isinstance(it, dict) and isinstance(it.get("text"), str)]
+                for text in texts:
+                    found = control_tokens_in(text, self.control_tokens)
+                    if found:
+                        raise ValueError(
+                            f"message {i} ({message.get('role')}) text contains the control token(s) {found}: tokens "
+                            "typed inside text would be parsed as chat structure, so they are refused; remove them "
+                            "(audio and images go in as {'type': 'audio'} / {'type': 'image'} items)"
+                        )
 
     def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)

@@ -34,6 +34,9 @@ AUDIO_BOS_TOKEN = "<|audio_bos|>"
 AUDIO_TOKEN = "<|AUDIO|>"
 AUDIO_EOS_TOKEN = "<|audio_eos|>"
 AUDIO_SPECIAL_TOKENS = (AUDIO_BOS_TOKEN, AUDIO_TOKEN, AUDIO_EOS_TOKEN)
+# Chat-control tokens: typed inside user text they would be parsed as structure (end a turn, open an
+# assistant turn, claim an image), so user text containing one is refused where it enters.
+CONTROL_TOKENS = QWEN2_VL_SPECIAL_TOKENS + AUDIO_SPECIAL_TOKENS
 QWEN_BPE_RANKS = 151643
 
 # Qwen2's pre-tokenizer split (single digits, unlike tiktoken's cl100k default of 1-3 digits).
@@ -57,6 +60,11 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def control_tokens_in(text: str, tokens: tuple[str, ...] = CONTROL_TOKENS) -> list[str]:
+    """The control tokens (default: `CONTROL_TOKENS`) that occur in ``text``, in the order of ``tokens``."""
+    return [token for token in tokens if token and token in text]
 
 
 def _qwen_tiktoken_file() -> Path:

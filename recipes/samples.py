@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from audio_adapter.tokenizer import control_tokens_in
+
 from .skips import SampleSkipped, SkipReason
 
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
@@ -32,7 +34,9 @@ def _is_kind(item: dict, kind: str) -> bool:
 def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
     """Validate a sample's JSON (``{"messages": [...]}`` or ``{"prompt", "response"[, "system"]}``) and return
     chat turns with exactly one ``{"type": "audio"}`` item (inserted at the start of the first user turn when
-    absent) and, when ``has_image``, exactly one ``{"type": "image"}`` item. Raises `SampleSkipped`."""
+    absent) and, when ``has_image``, exactly one ``{"type": "image"}`` item. Raises `SampleSkipped`; text holding
+    a chat-control token (``<|im_end|>``, ``<|image_pad|>``, ...) is ``control_token``: it is user content, and
+    parsed as structure it could end a turn early and put labels on injected text."""
     if not isinstance(record, dict):
         raise SampleSkipped(SkipReason.BAD_JSON, f"expected a JSON object, got {type(record).__name__}")
     if "messages" in record:
@@ -76,6 +80,10 @@ def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
     else:
         raise SampleSkipped(SkipReason.MISSING_FIELDS, "need 'messages' or 'prompt' + 'response'")
 
+    for i, m in enumerate(messages):
+        found = control_tokens_in(message_text(m["content"]))
+        if found:
+            raise SampleSkipped(SkipReason.CONTROL_TOKEN, f"message {i} ({m['role']}) text holds {found}")
     if not any(m["role"] == "user" for m in messages):
         raise SampleSkipped(SkipReason.MISSING_FIELDS, "no user turn")
     if not any(m["role"] == "assistant" and message_text(m["content"]).strip() for m in messages):

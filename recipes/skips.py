@@ -21,6 +21,7 @@ class SkipReason:
     MISSING_JSON = "missing_json"
     MISSING_IMAGE = "missing_image"  # the JSON has an image turn but the sample has no image
     BAD_JSON = "bad_json"  # not JSON, not an object, or fields of the wrong type/shape
+    CONTROL_TOKEN = "control_token"  # a chat-control token (<|im_end|>, <|image_pad|>, ...) typed inside text
     MISSING_FIELDS = "missing_fields"  # neither messages nor prompt+response, no assistant turn, ...
     UNDECODABLE_AUDIO = "undecodable_audio"
     EMPTY_AUDIO = "empty_audio"

@@ -20,7 +20,7 @@ from extension.config import METHODS, AudioContextExtension
 
 SAMPLING_RATE = 16000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-AudioInput = str | os.PathLike | np.ndarray
+AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -97,11 +97,17 @@ def read_audio(path: str | os.PathLike) -> np.ndarray:
     return prepare_waveform(audio, sr).numpy()
 
 
-def as_waveform(audio: AudioInput) -> np.ndarray:
-    """A path (read with `read_audio`) or an array already at 16 kHz -> float32 mono (T,) at 16 kHz."""
-    if isinstance(audio, np.ndarray):
-        return audio.astype(np.float32, copy=False)
-    return read_audio(audio)
+def as_waveform(audio: AudioInput, sampling_rate: int | None = None) -> np.ndarray:
+    """A path (read with `read_audio`, at the file's own rate) or a raw array at ``sampling_rate`` -> float32
+    mono (T,) at 16 kHz. Arrays go through the processor's own conversion (`prepare_waveform`: integer PCM
+    scaled to [-1, 1), channels averaged, resampled), so both paths give the same features."""
+    if isinstance(audio, (str, os.PathLike)):
+        return read_audio(audio)
+    from audio_adapter.audio_features import prepare_waveform
+
+    if sampling_rate is None:
+        raise ValueError("sampling_rate is required with a raw audio array: pass the clip's rate in Hz (no rate is assumed)")
+    return prepare_waveform(audio, sampling_rate).numpy()
 
 
 def audio_seconds(path: str | os.PathLike) -> float:
@@ -112,6 +118,20 @@ def audio_seconds(path: str | os.PathLike) -> float:
 
 
 # ------------------------------------------------------------------------------------------ prompts
+def check_cli_text(parser: argparse.ArgumentParser, **texts: str | None) -> None:
+    """``parser.error`` (exit 2) when a user text option (``prompt="..."`` -> ``--prompt``) holds a chat-control
+    token such as ``<|im_end|>`` or ``<|audio_bos|>``: it would be parsed as structure, not text."""
+    from audio_adapter.tokenizer import control_tokens_in
+
+    for name, text in texts.items():
+        found = control_tokens_in(text) if text else []
+        if found:
+            parser.error(
+                f"--{name.replace('_', '-')} holds the control token(s) {found}: they would be parsed as chat "
+                "structure, not text; remove them (clips and images are placed by --audio / --image)"
+            )
+
+
 def chat_prompt(processor, text: str, n_audio: int = 1, n_images: int = 0, system: str | None = None) -> str:
     """One user turn (images, then audio clips, then ``text``) rendered with the chat template, ready for
     generation. ``system`` replaces the template's default system prompt."""

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Set-up + the main job (the embedded CPU demo).
+# Set-up + the main job, the embedded CPU demo (see scripts/setup_env.sh for what set-up does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[dev]"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+source scripts/setup_env.sh
 python -m scripts.demo "$@"

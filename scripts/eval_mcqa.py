@@ -21,16 +21,28 @@ a response without a match, or with a number outside 1..len(choices), is *invali
 reported too). Accuracy is broken down by audio-length bucket (``--bucket-edges``, seconds; default the
 paper's 1/2/5/10-minute lengths). Writes ``results.json`` (summary, settings, every prediction),
 ``predictions.csv`` and ``buckets.csv`` to ``--out``.
+
+Nothing is lost on a crash: every answer is appended to ``--out/predictions.jsonl`` (flushed and fsynced per
+item) as it is generated, and the summary files are rewritten atomically every few seconds and at the end (also
+when the run stops on an error), with ``"complete": false`` until every question is done. Re-running with the
+same ``--out`` asks only the questions not yet answered (matched by key, clip path, question, choices and
+answer) and ends with the same results as an uninterrupted run; a re-run whose model, instruction,
+``--max-new-tokens`` or extension differ is refused. A clip that cannot be read (missing, undecodable) does not
+stop the run: its question is recorded under ``unreadable`` (key, path, error; counted in the summary, not in
+the accuracy) and asked again on the next re-run.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,17 +53,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from audio_adapter.tokenizer import control_tokens_in
 from scripts._common import (
     add_extension_args,
     add_model_args,
     apply_extension_args,
     audio_seconds,
     chat_prompt,
+    check_cli_text,
     extension_label,
     load_model_and_processor,
     parse_with_extension,
     read_audio,
 )
+from scripts._journal import Journal, atomic_write_text
 
 ANSWER_PATTERN = re.compile(r"\((\d)\)")  # the paper's answer regex
 MCQA_INSTRUCTION = (
@@ -60,6 +75,9 @@ MCQA_INSTRUCTION = (
     "Do NOT include any other text.\n{question}"
 )
 DEFAULT_BUCKET_EDGES = (60.0, 120.0, 300.0, 600.0)  # the paper's 1, 2, 5, 10 minute test sets
+JOURNAL = "predictions.jsonl"
+RESUME_KEYS = ("model", "instruction", "max_new_tokens", "extension")  # must match to resume a run's journal
+SUMMARY_EVERY_SECONDS = 10.0  # rewrite results.json / *.csv at most this often while answering
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -107,8 +125,18 @@ def _item(record: dict, base: Path, line_no: int) -> MCQAItem:
         raise ValueError(f"answer must be a 0-based index into choices, got {answer!r}")
     audio = Path(record["audio"])
     audio = audio if audio.is_absolute() else base / audio
+    for text in [str(record["question"]), *choices]:
+        found = control_tokens_in(text)
+        if found:
+            raise ValueError(f"question or choice holds the control token(s) {found}: they would be parsed as chat structure")
     seconds = record.get("seconds")
-    seconds = float(seconds) if seconds is not None else audio_seconds(audio)
+    if seconds is not None:
+        seconds = float(seconds)
+    else:
+        try:
+            seconds = audio_seconds(audio)
+        except (OSError, RuntimeError, ValueError):  # missing / unreadable: recorded as such when evaluated
+            seconds = math.nan
     return MCQAItem(
         key=str(record.get("key", line_no)),
         audio=str(audio),
@@ -173,6 +201,8 @@ class MCQAResult:
     predictions: list[Prediction]
     bucket_edges: list[float]
     extension: dict = field(default_factory=dict)
+    unreadable: list[dict] = field(default_factory=list)  # {"key", "audio", "error"}: clips that could not be read
+    n_items: int | None = None  # questions in the run (answered + unreadable + not reached); None: n + unreadable
 
     @property
     def n(self) -> int:
@@ -210,9 +240,17 @@ class MCQAResult:
                 )
         return rows
 
+    @property
+    def complete(self) -> bool:
+        """Every question is answered or recorded as unreadable."""
+        return self.n_items is None or self.n + len(self.unreadable) >= self.n_items
+
     def summary(self) -> dict:
         return {
             "n": self.n,
+            "n_items": self.n + len(self.unreadable) if self.n_items is None else self.n_items,
+            "unreadable": len(self.unreadable),
+            "complete": self.complete,
             "correct": self.correct,
             "invalid": self.invalid,
             "accuracy": self.accuracy,
@@ -241,6 +279,36 @@ def answer_batch(
     return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])
 
 
+def item_id(item: MCQAItem) -> str:
+    """Resume key of a question: its key, clip path, question, choices and answer (a changed one is asked again)."""
+    blob = json.dumps([item.key, item.audio, item.question, item.choices, item.answer], ensure_ascii=False)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _read_cached(path: str, audio_cache: dict) -> np.ndarray | Exception:
+    """The 16 kHz waveform of ``path``, or the error that reading it raised (cached too: read once a run)."""
+    if path not in audio_cache:
+        try:
+            audio_cache[path] = read_audio(path)
+        except (OSError, ValueError) as exc:
+            audio_cache[path] = exc
+    return audio_cache[path]
+
+
+def _prediction(item: MCQAItem, response: str, seconds: float, bucket_edges: Sequence[float]) -> Prediction:
+    predicted = parse_answer(response, len(item.choices))
+    return Prediction(
+        key=item.key,
+        audio=item.audio,
+        seconds=seconds,
+        bucket=bucket_label(seconds, bucket_edges),
+        answer=item.answer + 1,
+        predicted=predicted,
+        correct=predicted == item.answer + 1,
+        response=response,
+    )
+
+
 def evaluate_mcqa(
     model,
     processor,
@@ -249,20 +317,75 @@ def evaluate_mcqa(
     max_new_tokens: int = 32,
     bucket_edges: Sequence[float] = DEFAULT_BUCKET_EDGES,
     instruction: str = MCQA_INSTRUCTION,
-    audio_cache: dict[str, np.ndarray] | None = None,
+    audio_cache: dict[str, np.ndarray | Exception] | None = None,
     show_progress: bool = True,
     console: Console | None = None,
     respond: Callable[..., list[str]] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    settings: dict | None = None,
 ) -> MCQAResult:
     """Answer every question with the model's current context extension and score the answers.
 
-    Questions are batched longest-first (less padding); predictions come back in ``items`` order.
-    ``audio_cache`` (path -> 16 kHz waveform) is filled and reused, e.g. across a sweep. ``respond``
-    replaces `answer_batch` (same signature) — for tests and custom decoding."""
+    Questions are batched longest-first (less padding); predictions come back in ``items`` order. A clip that
+    cannot be read is listed in ``result.unreadable`` instead of stopping the run. ``audio_cache`` (path ->
+    16 kHz waveform, or the read error) is filled and reused, e.g. across a sweep. ``respond`` replaces
+    `answer_batch` (same signature) — for tests and custom decoding.
+
+    With ``out_dir``: each answer is appended to ``out_dir/predictions.jsonl`` as it comes (flushed, fsynced);
+    the summary files (`write_results`, with ``settings``) are rewritten atomically every
+    `SUMMARY_EVERY_SECONDS`, at the end, and when the run stops on an error. Questions already answered in that
+    journal are not asked again (their answers are reused), so a re-run after a crash completes the same result.
+    Raises ValueError when the journal belongs to a run with other `RESUME_KEYS` settings."""
     respond = respond or answer_batch
     audio_cache = {} if audio_cache is None else audio_cache
-    order = sorted(range(len(items)), key=lambda i: -items[i].seconds)
-    responses: list[str | None] = [None] * len(items)
+    extension = model.context_extension.to_dict() if hasattr(model, "context_extension") else {}
+    run_settings = {**(settings or {}), "instruction": instruction, "max_new_tokens": max_new_tokens, "extension": extension}
+    ids = [item_id(it) for it in items]
+    answered: dict[str, tuple[str, float]] = {}  # id -> (response, seconds)
+    unreadable: dict[str, dict] = {}
+    journal = Journal(Path(out_dir) / JOURNAL, run_settings, RESUME_KEYS) if out_dir is not None else None
+    if journal is not None:
+        wanted = set(ids)
+        for record in journal.records:
+            if record.get("type") == "prediction" and record.get("id") in wanted:
+                answered[record["id"]] = (record["response"], float(record["seconds"]))
+
+    def result() -> MCQAResult:
+        predictions = [
+            _prediction(it, *answered[i], bucket_edges) for it, i in zip(items, ids) if i in answered
+        ]
+        lost = [unreadable[i] for i in dict.fromkeys(ids) if i in unreadable and i not in answered]
+        return MCQAResult(
+            predictions=predictions,
+            bucket_edges=list(bucket_edges),
+            extension=extension,
+            unreadable=[{k: u[k] for k in ("key", "audio", "error")} for u in lost],
+            n_items=len(items),
+        )
+
+    def answer(batch: list[int]) -> None:
+        texts = respond(
+            model,
+            processor,
+            [items[i] for i in batch],
+            [audio_cache[items[i].audio] for i in batch],
+            instruction=instruction,
+            max_new_tokens=max_new_tokens,
+        )
+        if len(texts) != len(batch):
+            raise RuntimeError(f"got {len(texts)} responses for a batch of {len(batch)} questions")
+        for i, text in zip(batch, texts):
+            seconds = items[i].seconds
+            if not math.isfinite(seconds):  # the header could not tell; the decoded clip can
+                seconds = len(audio_cache[items[i].audio]) / 16000
+            answered[ids[i]] = (text, seconds)
+            if journal is not None:
+                journal.append({"type": "prediction", "id": ids[i], **asdict(_prediction(items[i], text, seconds, bucket_edges))})
+
+    def length(i: int) -> float:
+        return items[i].seconds if math.isfinite(items[i].seconds) else 0.0
+
+    order = sorted((i for i in range(len(items)) if ids[i] not in answered), key=lambda i: -length(i))
     progress = Progress(
         TextColumn("[bold]MCQA"),
         BarColumn(),
@@ -272,43 +395,33 @@ def evaluate_mcqa(
         disable=not show_progress,
         transient=False,
     )
-    with progress:
-        task = progress.add_task("mcqa", total=len(items))
-        for start in range(0, len(order), batch_size):
-            batch = [items[i] for i in order[start : start + batch_size]]
-            for it in batch:
-                if it.audio not in audio_cache:
-                    audio_cache[it.audio] = read_audio(it.audio)
-            texts = respond(
-                model,
-                processor,
-                batch,
-                [audio_cache[it.audio] for it in batch],
-                instruction=instruction,
-                max_new_tokens=max_new_tokens,
-            )
-            if len(texts) != len(batch):
-                raise RuntimeError(f"got {len(texts)} responses for a batch of {len(batch)} questions")
-            for i, text in zip(order[start : start + batch_size], texts):
-                responses[i] = text
-            progress.advance(task, len(batch))
-    predictions = []
-    for it, text in zip(items, responses):
-        predicted = parse_answer(text, len(it.choices))
-        predictions.append(
-            Prediction(
-                key=it.key,
-                audio=it.audio,
-                seconds=it.seconds,
-                bucket=bucket_label(it.seconds, bucket_edges),
-                answer=it.answer + 1,
-                predicted=predicted,
-                correct=predicted == it.answer + 1,
-                response=text,
-            )
-        )
-    extension = model.context_extension.to_dict() if hasattr(model, "context_extension") else {}
-    return MCQAResult(predictions=predictions, bucket_edges=list(bucket_edges), extension=extension)
+    last_write = time.monotonic()
+    try:
+        with progress:
+            task = progress.add_task("mcqa", total=len(items), completed=len(items) - len(order))
+            batch: list[int] = []
+            for n_seen, i in enumerate(order, 1):
+                audio = _read_cached(items[i].audio, audio_cache)
+                if isinstance(audio, Exception):
+                    record = {"type": "unreadable", "id": ids[i], "key": items[i].key, "audio": items[i].audio, "error": str(audio)}
+                    unreadable[ids[i]] = record
+                    if journal is not None:
+                        journal.append(record)
+                    progress.advance(task)
+                else:
+                    batch.append(i)
+                if len(batch) == batch_size or (batch and n_seen == len(order)):
+                    answer(batch)
+                    progress.advance(task, len(batch))
+                    batch = []
+                    if out_dir is not None and time.monotonic() - last_write >= SUMMARY_EVERY_SECONDS:
+                        write_results(result(), out_dir, run_settings)
+                        last_write = time.monotonic()
+    finally:
+        if journal is not None:
+            journal.close()
+            write_results(result(), out_dir, run_settings)  # also after an error: the answers so far
+    return result()
 
 
 # ------------------------------------------------------------------------------------------ reporting
@@ -324,7 +437,8 @@ def results_table(result: MCQAResult, title: str = "MCQA accuracy") -> Table:
 
 
 def write_results(result: MCQAResult, out_dir: str | os.PathLike, settings: dict | None = None) -> dict[str, Path]:
-    """Write ``results.json``, ``predictions.csv`` and ``buckets.csv`` under ``out_dir``; return their paths."""
+    """Write ``results.json`` (summary, settings, predictions, unreadable items), ``predictions.csv`` and
+    ``buckets.csv`` under ``out_dir``, each atomically (a crash leaves the previous version); return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "predictions": out / "predictions.csv", "buckets": out / "buckets.csv"}
@@ -332,21 +446,24 @@ def write_results(result: MCQAResult, out_dir: str | os.PathLike, settings: dict
         "summary": result.summary(),
         "settings": settings or {},
         "predictions": [asdict(p) for p in result.predictions],
+        "unreadable": list(result.unreadable),
     }
-    paths["json"].write_text(json.dumps(payload, indent=2))
-    with open(paths["predictions"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in Prediction.__dataclass_fields__])
-        writer.writeheader()
-        for p in result.predictions:
-            writer.writerow(asdict(p))
-    with open(paths["buckets"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["bucket", "n", "correct", "invalid", "accuracy"])
-        writer.writeheader()
-        for row in result.by_bucket():
-            writer.writerow(row)
-        writer.writerow(
-            {"bucket": "all", "n": result.n, "correct": result.correct, "invalid": result.invalid, "accuracy": result.accuracy}
-        )
+    predictions = io.StringIO(newline="")
+    writer = csv.DictWriter(predictions, fieldnames=[k for k in Prediction.__dataclass_fields__])
+    writer.writeheader()
+    for p in result.predictions:
+        writer.writerow(asdict(p))
+    buckets = io.StringIO(newline="")
+    writer = csv.DictWriter(buckets, fieldnames=["bucket", "n", "correct", "invalid", "accuracy"])
+    writer.writeheader()
+    for row in result.by_bucket():
+        writer.writerow(row)
+    writer.writerow(
+        {"bucket": "all", "n": result.n, "correct": result.correct, "invalid": result.invalid, "accuracy": result.accuracy}
+    )
+    atomic_write_text(paths["predictions"], predictions.getvalue())
+    atomic_write_text(paths["buckets"], buckets.getvalue())
+    atomic_write_text(paths["json"], json.dumps(payload, indent=2))  # last: its "complete" vouches for the rest
     return paths
 
 
@@ -369,7 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(parser)
     add_eval_args(parser)
-    parser.add_argument("--out", default="mcqa_eval", help="output directory (results.json, *.csv)")
+    parser.add_argument(
+        "--out", default="mcqa_eval",
+        help="output directory (predictions.jsonl as it goes, results.json, *.csv); re-run to resume",
+    )
     add_extension_args(parser)
     return parser
 
@@ -377,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_eval_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if "{question}" not in args.instruction:
         parser.error("--instruction must contain a {question} field")
+    check_cli_text(parser, instruction=args.instruction)
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if sorted(args.bucket_edges) != list(args.bucket_edges) or len(set(args.bucket_edges)) != len(args.bucket_edges):
@@ -392,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> MCQAResult:
     items = load_mcqa(args.data, limit=args.limit)
     model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     extension = apply_extension_args(model, args)
+    settings = {"model": str(Path(args.model).resolve()), "data": str(args.data), "batch_size": args.batch_size}
     result = evaluate_mcqa(
         model,
         processor,
@@ -402,13 +524,19 @@ def main(argv: Sequence[str] | None = None) -> MCQAResult:
         instruction=args.instruction,
         show_progress=not args.no_progress,
         console=console,
+        out_dir=args.out,
+        settings=settings,
     )
     console.print(f"{Path(args.data).name}: {result.n} questions, extension {extension_label(extension)}")
     console.print(results_table(result))
-    settings = {"model": str(args.model), "data": str(args.data), "batch_size": args.batch_size,
-                "max_new_tokens": args.max_new_tokens, "instruction": args.instruction}
-    paths = write_results(result, args.out, settings)
-    console.print(f"accuracy {result.accuracy:.3f} ({result.correct}/{result.n}, {result.invalid} invalid) -> {paths['json']}")
+    if result.unreadable:
+        console.print(
+            f"[yellow]{len(result.unreadable)} unreadable clip(s) (not answered, not in the accuracy), listed in "
+            f"results.json; fix them and re-run with the same --out to ask only those: "
+            + ", ".join(u["key"] for u in result.unreadable[:5])
+        )
+    json_path = Path(args.out) / "results.json"
+    console.print(f"accuracy {result.accuracy:.3f} ({result.correct}/{result.n}, {result.invalid} invalid) -> {json_path}")
     return result
 
 

@@ -36,6 +36,7 @@ from scripts._common import (
     add_model_args,
     apply_extension_args,
     chat_prompt,
+    check_cli_text,
     load_model_and_processor,
     parse_with_extension,
     read_audio,
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """CLI entry; returns the index written to ``<out>/index.json``."""
     parser = build_parser()
     args = parse_with_extension(parser, argv)
+    check_cli_text(parser, prompt=args.prompt)
     model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     apply_extension_args(model, args)
     try:

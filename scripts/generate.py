@@ -28,6 +28,7 @@ from scripts._common import (
     apply_extension_args,
     as_waveform,
     chat_prompt,
+    check_cli_text,
     load_model_and_processor,
     parse_with_extension,
 )
@@ -41,9 +42,15 @@ def load_image(path: str | os.PathLike):
         return image.convert("RGB")
 
 
-def prepare_inputs(model, processor, audio: Sequence[AudioInput], prompt: str, image=None, system: str | None = None):
-    """Processor outputs for one chat turn (image, clips, prompt), on the model's device."""
-    clips = [as_waveform(a) for a in audio]
+def prepare_inputs(
+    model, processor, audio: Sequence[AudioInput], prompt: str, image=None, system: str | None = None, sampling_rate=None
+):
+    """Processor outputs for one chat turn (image, clips, prompt), on the model's device. Raw arrays need
+    ``sampling_rate`` (one rate, or one per clip; ignored for files, which carry their own)."""
+    rates = list(sampling_rate) if isinstance(sampling_rate, (list, tuple)) else [sampling_rate] * len(audio)
+    if len(rates) != len(audio):
+        raise ValueError(f"got {len(rates)} sampling rates for {len(audio)} audio clips")
+    clips = [as_waveform(a, rate) for a, rate in zip(audio, rates)]
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image)
     text = chat_prompt(processor, prompt, n_audio=len(clips), n_images=0 if image is None else 1, system=system)
@@ -69,13 +76,14 @@ def generate_text(
     do_sample: bool = False,
     streamer=None,
     system: str | None = None,
+    sampling_rate=None,
     **generate_kwargs,
 ) -> str:
-    """Generate the answer to ``prompt`` about ``audio`` (file paths, or float arrays at 16 kHz).
+    """Generate the answer to ``prompt`` about ``audio`` (file paths, or raw arrays at ``sampling_rate``).
 
     ``image``: a path or PIL image. ``streamer``: a transformers streamer (not with beam search). Returns the
     generated text without special tokens. Uses the model's current context extension."""
-    inputs = prepare_inputs(model, processor, audio, prompt, image=image, system=system)
+    inputs = prepare_inputs(model, processor, audio, prompt, image=image, system=system, sampling_rate=sampling_rate)
     with torch.no_grad():
         out = model.generate(
             **inputs,
@@ -132,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     """CLI entry: stream the generated text to stdout and return it."""
     parser = build_parser()
     args = parse_with_extension(parser, argv)
+    check_cli_text(parser, prompt=args.prompt, system=args.system)
     sampling = sampling_kwargs(args, parser)
     model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     apply_extension_args(model, args)

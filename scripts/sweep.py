@@ -6,14 +6,19 @@ Defaults are the paper's grid (App. D.2): cutoff in {56, 48, 40, 32, 24, 16, 8} 
 temperature 0.5..1.6 step 0.1; override with ``--cutoffs`` / ``--temperatures`` (a model with a smaller
 head needs smaller cutoffs: at most head_dim / 2). Each grid point runs `scripts.eval_mcqa.evaluate_mcqa`
 with ``partial_yarn`` at that (cutoff, temperature). Writes ``sweep.csv`` (cutoff, temperature, accuracy, n,
-correct, invalid) and ``sweep.png``, a heatmap like the paper's Figures 5-8 (temperature on x, cutoff on y,
-high cutoffs at the bottom; the best cell outlined).
+correct, invalid, unreadable) and ``sweep.png``, a heatmap like the paper's Figures 5-8 (temperature on x,
+cutoff on y, high cutoffs at the bottom; the best cell outlined).
+
+Crash-safe like `scripts.eval_mcqa`, through the same code: each grid point journals its answers under
+``--out/points/<cutoff>_<temperature>/`` as they come, and ``sweep.csv`` is rewritten atomically after every
+point. Re-running with the same ``--out`` reuses every answer already given and asks only what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from rich.table import Table
 
 from extension.config import AudioContextExtension
 from scripts._common import add_model_args, load_model_and_processor
+from scripts._journal import atomic_write_text
 from scripts.eval_mcqa import add_eval_args, check_eval_args, evaluate_mcqa, load_mcqa
 
 PAPER_CUTOFFS = (56, 48, 40, 32, 24, 16, 8)
@@ -40,6 +46,7 @@ class SweepPoint:
     n: int
     correct: int
     invalid: int
+    unreadable: int = 0
 
 
 def run_sweep(
@@ -51,11 +58,14 @@ def run_sweep(
     base_audio_seconds: float = 30.0,
     show_progress: bool = True,
     console: Console | None = None,
+    out_dir: str | os.PathLike | None = None,
     **eval_kwargs,
 ) -> list[SweepPoint]:
     """Evaluate ``items`` at every (cutoff, temperature) with Partial YaRN; the model's extension is restored
     afterwards. Every grid point is validated before the first evaluation. ``eval_kwargs`` go to
-    `evaluate_mcqa` (batch_size, max_new_tokens, instruction, respond, ...)."""
+    `evaluate_mcqa` (batch_size, max_new_tokens, instruction, respond, settings, ...). With ``out_dir``, each
+    point journals its answers in ``out_dir/points/c<cutoff>_t<temperature>`` (resumable) and ``sweep.csv``
+    is rewritten after every point."""
     grid = [
         AudioContextExtension(method="partial_yarn", cutoff=int(c), temperature=float(t), base_audio_seconds=base_audio_seconds)
         for c in cutoffs
@@ -65,7 +75,7 @@ def run_sweep(
     for extension in grid:
         extension.validate_for_head_dim(head_dim)
     previous = model.context_extension
-    audio_cache: dict[str, np.ndarray] = {}
+    audio_cache: dict[str, np.ndarray | Exception] = {}
     points = []
     progress = Progress(
         TextColumn("[bold]sweep"),
@@ -82,12 +92,19 @@ def run_sweep(
             for extension in grid:
                 progress.update(task, description=f"c={extension.cutoff} t={extension.temperature:g}")
                 model.set_context_extension(extension)
+                point_dir = None
+                if out_dir is not None:
+                    point_dir = Path(out_dir) / "points" / f"c{extension.cutoff}_t{extension.temperature:g}"
                 result = evaluate_mcqa(
-                    model, processor, items, audio_cache=audio_cache, show_progress=False, console=console, **eval_kwargs
+                    model, processor, items, audio_cache=audio_cache, show_progress=False, console=console,
+                    out_dir=point_dir, **eval_kwargs,
                 )
                 points.append(
-                    SweepPoint(extension.cutoff, extension.temperature, result.accuracy, result.n, result.correct, result.invalid)
+                    SweepPoint(extension.cutoff, extension.temperature, result.accuracy, result.n, result.correct,
+                               result.invalid, len(result.unreadable))
                 )
+                if out_dir is not None:
+                    write_csv(points, Path(out_dir) / "sweep.csv")
                 progress.advance(task)
     finally:
         model.set_context_extension(previous)
@@ -95,14 +112,13 @@ def run_sweep(
 
 
 def write_csv(points: Sequence[SweepPoint], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["cutoff", "temperature", "accuracy", "n", "correct", "invalid"])
-        for p in points:
-            writer.writerow([p.cutoff, f"{p.temperature:g}", f"{p.accuracy:.6f}", p.n, p.correct, p.invalid])
-    return path
+    """``sweep.csv``, written atomically."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["cutoff", "temperature", "accuracy", "n", "correct", "invalid", "unreadable"])
+    for p in points:
+        writer.writerow([p.cutoff, f"{p.temperature:g}", f"{p.accuracy:.6f}", p.n, p.correct, p.invalid, p.unreadable])
+    return atomic_write_text(path, text.getvalue())
 
 
 def accuracy_grid(points: Sequence[SweepPoint]) -> tuple[list[int], list[float], np.ndarray]:
@@ -197,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> list[SweepPoint]:
         base_audio_seconds=args.base_audio_seconds,
         show_progress=not args.no_progress,
         console=console,
+        out_dir=args.out,
+        settings={"model": str(Path(args.model).resolve()), "data": str(args.data), "batch_size": args.batch_size},
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         bucket_edges=args.bucket_edges,

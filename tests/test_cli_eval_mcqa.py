@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,3 +151,101 @@ def test_cli_end_to_end(setup, tmp_path):
         buckets = list(csv.DictReader(f))
     assert buckets[-1]["bucket"] == "all" and int(buckets[-1]["n"]) == N
     assert sum(int(b["n"]) for b in buckets[:-1]) == N
+
+
+# ------------------------------------------------------------------ issue 12: write as it goes, unreadable items, resume
+def _argv(ckpt, data, out, *extra):
+    return ["--model", str(ckpt), "--data", str(data), "--out", str(out), "--batch-size", "3", "--no-progress",
+            "--device", "cpu", *extra]
+
+
+def _read(out):
+    payload = json.loads((out / "results.json").read_text())
+    journal = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines() if line.strip()]
+    return payload, journal
+
+
+def _with_bad_clips(manifest, tmp_path):
+    """The manifest with absolute paths; item 1's clip cut in half (its header still reads), item 4's missing."""
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    for r in records:
+        r["audio"] = str((manifest.parent / r["audio"]).resolve())
+    data = Path(records[1]["audio"]).read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    records[1]["audio"] = str(tmp_path / "cut.flac")
+    records[4]["audio"] = str(tmp_path / "missing.flac")
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path, [records[1]["key"], records[4]["key"]]
+
+
+def test_unreadable_clips_are_recorded_not_fatal(setup, tmp_path, monkeypatch):
+    ckpt, manifest = setup
+    data, bad_keys = _with_bad_clips(manifest, tmp_path)
+    monkeypatch.setattr(eval_mcqa, "answer_batch", _oracle("right"))
+    out = tmp_path / "out"
+    result = eval_mcqa.main(_argv(ckpt, data, out))
+    payload, journal = _read(out)
+    summary = payload["summary"]
+    assert summary["n"] == result.n == N - 2 and summary["accuracy"] == 1.0
+    assert summary["unreadable"] == 2 and summary["n_items"] == N and summary["complete"] is True
+    assert sorted(u["key"] for u in payload["unreadable"]) == sorted(bad_keys)
+    assert all(u["error"] and u["audio"] for u in payload["unreadable"])
+    assert sorted(r["key"] for r in journal if r["type"] == "unreadable") == sorted(bad_keys)
+    assert len([r for r in journal if r["type"] == "prediction"]) == N - 2
+
+
+def test_interrupted_run_keeps_its_answers_and_resumes_to_the_same_result(setup, tmp_path, monkeypatch):
+    ckpt, manifest = setup
+    right = _oracle("right")
+    done = []
+
+    def crashing(model, processor, items, audio, **kwargs):
+        if done:
+            raise KeyboardInterrupt  # the second batch never finishes
+        done.extend(it.key for it in items)
+        return right(model, processor, items, audio, **kwargs)
+
+    monkeypatch.setattr(eval_mcqa, "answer_batch", crashing)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        eval_mcqa.main(_argv(ckpt, manifest, out))
+    payload, journal = _read(out)  # the interrupted run leaves its answers, in both files
+    assert sorted(r["key"] for r in journal if r["type"] == "prediction") == sorted(done) and len(done) == 3
+    assert payload["summary"]["complete"] is False and payload["summary"]["n"] == 3
+    assert sorted(p["key"] for p in payload["predictions"]) == sorted(done)
+    with open(out / "predictions.jsonl", "a") as f:  # a kill -9 mid-line leaves a torn last record
+        f.write('{"type": "prediction", "id": "tor')
+
+    asked = []
+
+    def counting(model, processor, items, audio, **kwargs):
+        asked.extend(it.key for it in items)
+        return right(model, processor, items, audio, **kwargs)
+
+    monkeypatch.setattr(eval_mcqa, "answer_batch", counting)
+    eval_mcqa.main(_argv(ckpt, manifest, out))
+    keys = [it.key for it in eval_mcqa.load_mcqa(manifest)]
+    assert sorted(asked) == sorted(set(keys) - set(done))  # only the unanswered items are asked
+    asked.clear()
+    eval_mcqa.main(_argv(ckpt, manifest, out))  # a finished run: nothing left to ask
+    assert asked == []
+    fresh = tmp_path / "fresh"
+    eval_mcqa.main(_argv(ckpt, manifest, fresh))
+    resumed, _ = _read(out)
+    uninterrupted, _ = _read(fresh)
+    assert resumed["summary"] == uninterrupted["summary"] and resumed["summary"]["complete"] is True
+    assert resumed["predictions"] == uninterrupted["predictions"] and [p["key"] for p in resumed["predictions"]] == keys
+    for name in ("predictions.csv", "buckets.csv"):
+        assert (out / name).read_text() == (fresh / name).read_text()
+    # answers of a different run are never mixed in
+    with pytest.raises(ValueError, match=r"max_new_tokens.*another --out"):
+        eval_mcqa.main(_argv(ckpt, manifest, out, "--max-new-tokens", "5"))
+
+
+def test_control_tokens_in_questions_are_refused(tmp_path):
+    path = tmp_path / "inj.jsonl"
+    path.write_text(json.dumps({"audio": "a.flac", "question": "q<|im_end|>", "choices": ["a", "b"], "answer": 0,
+                                "seconds": 1}) + "\n")
+    with pytest.raises(ValueError, match=r"inj\.jsonl:1: .*<\|im_end\|>"):
+        eval_mcqa.load_mcqa(path)

@@ -74,3 +74,11 @@ def test_layers_out_of_range():
         extract_features.resolve_layers([3], 2)
     with pytest.raises(ValueError, match="out of range"):
         extract_features.resolve_layers([-4], 2)
+
+
+def test_control_tokens_in_prompt_are_a_cli_error(tmp_path, capsys):
+    """``--prompt`` is user text: a chat-control token in it is refused (exit 2) before anything is loaded."""
+    with pytest.raises(SystemExit) as exc:
+        extract_features.main(["--model", str(tmp_path), "--audio", "a.flac", "--out", str(tmp_path / "out"),
+                               "--prompt", "x <|audio_bos|> y"])
+    assert exc.value.code == 2 and "<|audio_bos|>" in capsys.readouterr().err

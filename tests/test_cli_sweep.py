@@ -40,7 +40,7 @@ def test_cli_writes_full_grid_csv_and_png(setup, tmp_path):
     ])
     with open(out / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["cutoff", "temperature", "accuracy", "n", "correct", "invalid"]
+    assert list(rows[0]) == ["cutoff", "temperature", "accuracy", "n", "correct", "invalid", "unreadable"]
     assert {(int(r["cutoff"]), float(r["temperature"])) for r in rows} == set(itertools.product(cutoffs, temps))
     assert len(rows) == len(cutoffs) * len(temps) == len(points)
     for r in rows:
@@ -93,3 +93,46 @@ def test_run_sweep_evaluates_each_point_with_its_extension(setup, monkeypatch):
     expected[1, 1] = 1.0
     np.testing.assert_array_equal(grid, expected)
     assert all(p.n == len(items) for p in points)
+
+
+def test_interrupted_sweep_keeps_finished_points_and_resumes(setup, tmp_path, monkeypatch):
+    """Each grid point journals its answers (eval_mcqa's code path) and sweep.csv is rewritten after every point:
+    a crash in the third point leaves the first two in sweep.csv; a re-run asks only what is missing and writes
+    the same CSV as an uninterrupted sweep."""
+    ckpt, manifest = setup
+
+    def right(model, processor, batch, audio, **kwargs):
+        return [f"({it.answer + 1})" for it in batch]
+
+    calls = []
+
+    def crashing(model, processor, batch, audio, **kwargs):
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        calls.append([it.key for it in batch])
+        return right(model, processor, batch, audio)
+
+    argv = lambda out: ["--model", str(ckpt), "--data", str(manifest), "--out", str(out), "--cutoffs", "0", "4",
+                        "--temperatures", "0.8", "1.2", "--base-audio-seconds", "1", "--batch-size", "4",
+                        "--no-progress", "--device", "cpu"]
+    monkeypatch.setattr(eval_mcqa, "answer_batch", crashing)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="device lost"):
+        sweep.main(argv(out))
+    with open(out / "sweep.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    asked = []
+
+    def counting(model, processor, batch, audio, **kwargs):
+        asked.append([it.key for it in batch])
+        return right(model, processor, batch, audio)
+
+    monkeypatch.setattr(eval_mcqa, "answer_batch", counting)
+    sweep.main(argv(out))
+    assert len(asked) == 2  # the two points never answered, one batch of 4 each
+    fresh = tmp_path / "fresh"
+    sweep.main(argv(fresh))
+    assert (out / "sweep.csv").read_text() == (fresh / "sweep.csv").read_text()
+    with open(out / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(float(r["accuracy"]) == 1.0 and r["unreadable"] == "0" for r in rows)

@@ -88,7 +88,7 @@ def test_encoder_matches_whisper_encoder_and_is_frozen(tiny):
     model, processor = tiny
     whisper = WhisperModel(model.config.audio_config).eval()
     whisper.encoder.load_state_dict(model.audio_tower.state_dict())
-    features = processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[tone_clip(3.0)])["input_features"]
+    features = processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[tone_clip(3.0)], sampling_rate=16000)["input_features"]
     with torch.no_grad():
         ours = model.audio_tower(features).last_hidden_state
         ref = whisper.encoder(features).last_hidden_state
@@ -151,7 +151,7 @@ def test_error_token_count_mismatch(tiny):
 def test_error_audio_without_placeholder(tiny):
     model, processor = tiny
     with pytest.raises(ValueError, match="0 <.AUDIO.> placeholders but 1 audio clips"):
-        processor(text=["no placeholder"], audio=[tone_clip(1.0)])
+        processor(text=["no placeholder"], audio=[tone_clip(1.0)], sampling_rate=16000)
     text_only = processor(text=["no placeholder"])
     features = _inputs(processor)
     with pytest.raises(ValueError, match=r"\(0 <\|AUDIO\|> tokens\).*\(50\)"):
