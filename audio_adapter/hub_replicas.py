@@ -303,7 +303,8 @@ def _write_qwen_tokenizer(directory: Path) -> None:
 def make_qwen2_vl_replica(directory: str | Path, seed: int = 0, padding_side: str | None = None, shards: int = 2) -> Path:
     """Write a Qwen2-VL-7B-Instruct look-alike (tiny widths, random bf16 weights) to ``directory``.
 
-    ``padding_side``: written into ``tokenizer_config.json`` when given (the hub file sets none).
+    ``padding_side``: written into ``tokenizer_config.json`` when given (e.g. ``"right"``: the processor must still
+    pad left for generation).
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 

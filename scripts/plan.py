@@ -142,7 +142,7 @@ def plan_recipe(model, counts: dict[str, int], path: Path, text_tokens: int = 12
     recipe, data = spec["model"], spec["data"]
     cfg, text = model.config, model.config.text_config
     batch = int(batch_size or data["batch_size"])
-    seq = int(round(float(data.get("max_audio_seconds", 30.0)) * cfg.audio_tokens_per_second)) + text_tokens
+    seq = round(float(data.get("max_audio_seconds", 30.0)) * cfg.audio_tokens_per_second) + text_tokens
     trainable = trainable_parameters(model, recipe)
 
     frozen = counts["total"] - counts["projector"]
@@ -200,8 +200,10 @@ def render(result: dict) -> str:
         f"  projector      {c['projector']:>14,}  ({result['projector_shape'][1]} -> {result['projector_shape'][0]})",
         f"  total          {c['total']:>14,}",
         "",
-        f"{'recipe':<30}{'B':>3}{'L':>6}{'trainable':>12}{'weights':>9}{'grads':>7}{'adam':>7}{'activ.':>8}"
-        f"{'total GiB':>11}  fits on",
+        (
+            f"{'recipe':<30}{'B':>3}{'L':>6}{'trainable':>12}{'weights':>9}{'grads':>7}{'adam':>7}{'activ.':>8}"
+            f"{'total GiB':>11}  fits on"
+        ),
     ]
     for r in result["recipes"]:
         smallest = r["fits"][0] if r["fits"] else "none of the listed GPUs"

@@ -36,7 +36,8 @@ def audio_prompt(processor, question: str = "What do you hear?", n_clips: int = 
 @pytest.fixture(scope="session")
 def hub_replicas(tmp_path_factory):
     """Offline copies of Qwen/Qwen2-VL-7B-Instruct and openai/whisper-large-v3-turbo with the real files and tiny
-    widths (`audio_adapter.testing.make_hub_replicas`): ``{"vlm": Path, "whisper": Path}``. Do not modify them."""
+    widths (`audio_adapter.testing.make_hub_replicas`): ``{"vlm": Path, "whisper": Path}``. Do not modify them.
+    The tokenizer config says ``padding_side: right`` (the hard case for generation: the processor must pad left)."""
     from audio_adapter.testing import make_hub_replicas
 
-    return make_hub_replicas(tmp_path_factory.mktemp("hub"))
+    return make_hub_replicas(tmp_path_factory.mktemp("hub"), padding_side="right")

@@ -38,7 +38,7 @@ def readme_real_checkpoint_block() -> str:
     """The python block of the README section "Using it with real checkpoints"."""
     text = README.read_text()
     section = text[text.index("## Using it with real checkpoints") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 def _replica_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -50,7 +50,11 @@ def _replica_state(directory: Path) -> dict[str, torch.Tensor]:
 
 # ============================================================================================ the replicas
 def test_stock_transformers_loads_each_replica_completely(hub_replicas):
-    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration, WhisperForConditionalGeneration
+    from transformers import (
+        AutoTokenizer,
+        Qwen2VLForConditionalGeneration,
+        WhisperForConditionalGeneration,
+    )
 
     vlm, whisper = hub_replicas["vlm"], hub_replicas["whisper"]
     config = json.loads((vlm / "config.json").read_text())
@@ -75,7 +79,7 @@ def test_stock_transformers_loads_each_replica_completely(hub_replicas):
     assert [tokenizer.convert_tokens_to_ids(t) for t in QWEN2_VL_SPECIAL_TOKENS] == list(range(151643, 151657))
     assert not any(t in tokenizer.get_vocab() for t in AUDIO_SPECIAL_TOKENS)
     assert tokenizer("Hello world 12").input_ids == [9707, 1879, 220, 16, 17]  # Qwen2 BPE, single digits
-    assert tokenizer.padding_side == "right"  # the hub file sets none: the processor must pad left itself
+    assert tokenizer.padding_side == "right"  # as the fixture asks: the processor must pad left itself
 
     w_files = load_file(str(whisper / "model.safetensors"))
     assert {t.dtype for t in w_files.values()} == {torch.float16}
@@ -114,7 +118,7 @@ def readme_run(hub_replicas, tmp_path_factory):
     try:
         os.chdir(work)
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout), torch.no_grad():
-            exec(compile(code, "README.md", "exec"), namespace)
+            exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the README's own code, on purpose)
     finally:
         os.chdir(cwd)
         transformers_logger.removeHandler(handler)
