@@ -117,6 +117,7 @@ def readme_run(hub_replicas, tmp_path_factory):
     cwd = os.getcwd()
     try:
         os.chdir(work)
+        torch.manual_seed(0)  # the fresh projector is drawn from the global generator: same run whatever ran before
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout), torch.no_grad():
             exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the README's own code, on purpose)
     finally:
