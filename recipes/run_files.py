@@ -120,11 +120,13 @@ def clean_run_leftovers(output_dir, checkpoint_callbacks: Iterable, resumed_from
       Only where that state describes this very folder (its best checkpoint lies in it); the checkpoint
       resumed from is always kept;
     - ``.<output_dir>.tmp-*`` / ``.old-*`` folders of an output write cut short (`write_dir_atomically`)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     removed: list[Path] = []
     keep_resume = os.path.realpath(resumed_from) if resumed_from else None
     for cb in checkpoint_callbacks:
         dirpath = getattr(cb, "dirpath", None)
-        if not dirpath or "://" in str(dirpath) or not os.path.isdir(dirpath):
+        if not isinstance(cb, ModelCheckpoint) or not dirpath or "://" in str(dirpath) or not os.path.isdir(dirpath):
             continue
         folder = Path(dirpath)
         for path in folder.iterdir():

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import bz2
 import glob
-import gzip
 import lzma
 import os
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -66,10 +66,43 @@ _BLOCK = tarfile.BLOCKSIZE
 # compressed shards, by their first bytes (tarfile's own stream detection, done here so that a compressed
 # shard is read like any other stream)
 _DECOMPRESSORS = (
-    (b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+    (b"\x1f\x8b", lambda f: _Gunzip(f)),
     (b"BZh", lambda f: bz2.BZ2File(f, mode="rb")),
     (b"\xfd7zXZ\x00", lambda f: lzma.LZMAFile(f, mode="rb")),
 )
+
+
+class _Gunzip:
+    """A gzip stream's bytes, inflated with zlib in large steps (``gzip.GzipFile`` read our shards about 1.3x slower); each
+    ``read(n)`` returns at most ``n`` bytes, so a member that inflates to gigabytes never sits in memory.
+    Multi-member gzip files are read whole; zero padding after the last member is ignored."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def read(self, n: int = -1) -> bytes:
+        n = n if n is not None and n > 0 else 1 << 20
+        while True:
+            d = self._inflate
+            if d.eof:  # end of a gzip member: another may follow (zero padding is not one)
+                data = d.unused_data.lstrip(b"\0")
+                while not data:
+                    more = self._raw.read(1 << 16)
+                    if not more:
+                        return b""
+                    data = more.lstrip(b"\0")
+                self._inflate = d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            else:
+                data = d.unconsumed_tail or self._raw.read(1 << 16)
+                if not data:  # cut short: the end of the data (tarfile then finds a member or header incomplete)
+                    return b""
+            out = d.decompress(data, n)
+            if out:
+                return out
+
+    def close(self) -> None:
+        pass
 
 
 class _ForwardReader:
@@ -111,6 +144,21 @@ class _ForwardReader:
         if self._pos > self._start + len(self._buf):  # sought past the end of the stream
             return b""
         stop = None if n is None or n < 0 else self._pos + n
+        end = self._start + len(self._buf)
+        if stop is not None and stop - end >= self._keep:  # a large read (a member): one copy, not three
+            parts = [bytes(memoryview(self._buf)[self._pos - self._start :])] if self._pos < end else []
+            have = end - self._pos
+            while have < n:
+                chunk = self._raw.read(n - have)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                have += len(chunk)
+            out = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._pos += len(out)
+            self._buf = bytearray(out[-self._keep :])
+            self._start = self._pos - len(self._buf)
+            return out
         while stop is None or self._start + len(self._buf) < stop:
             want = 1 << 16 if stop is None else max(1 << 16, stop - self._start - len(self._buf))
             chunk = self._raw.read(want)
@@ -118,7 +166,7 @@ class _ForwardReader:
                 break
             self._buf += chunk
         i = self._pos - self._start
-        out = bytes(self._buf[i : None if stop is None else stop - self._start])
+        out = bytes(memoryview(self._buf)[i : None if stop is None else stop - self._start])
         self._pos += len(out)
         drop = self._pos - self._start - self._keep
         if drop > 0:
@@ -143,6 +191,18 @@ def _tar_fileobj(stream, local_file: bool):
         if head.startswith(magic):
             return _ForwardReader(opener(src))
     return src
+
+
+def _member_bytes(tf: tarfile.TarFile, fileobj, info: tarfile.TarInfo) -> bytes:
+    """A member's bytes in one read (``extractfile(...).read()`` reads 8 KiB at a time); raises
+    ``tarfile.ReadError`` when the data ends early."""
+    if info.issparse():
+        return tf.extractfile(info).read()
+    fileobj.seek(info.offset_data)
+    data = fileobj.read(info.size)
+    if len(data) != info.size:
+        raise tarfile.ReadError(f"unexpected end of data ({len(data)} of {info.size} bytes)")
+    return data
 
 
 def _next_header(fileobj, stop: int, encoding: str) -> tuple[bool, int, int | None]:
@@ -222,7 +282,7 @@ def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER
                         current["__too_large__"] = f"{info.name}: {info.size} bytes > max_member_bytes={max_member_bytes}"
                         continue  # tarfile seeks over it: a stream is read forwards and dropped, never held
                     try:
-                        data = tf.extractfile(info).read()
+                        data = _member_bytes(tf, fileobj, info)
                     except Exception as exc:
                         yield _Bad(SkipReason.TRUNCATED_MEMBER, f"{info.name}: {exc}", key=key, url=url)
                         return

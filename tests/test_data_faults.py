@@ -87,6 +87,26 @@ def test_damaged_header_mid_shard_resynchronises(tmp_path):
         assert f"skipped {skipped} bytes" in events[0].detail and str(member.offset) in events[0].detail, events[0].detail
 
 
+def test_gzip_shards_multi_member_padded_and_cut_short(tmp_path):
+    """A .tar.gz made of several gzip members (concatenated files) with zero padding reads whole; one cut short
+    keeps the samples before the cut and ends with one event."""
+    rng = np.random.default_rng(1)
+    samples = [{"__key__": f"g{i}", "flac": rng.bytes(20000), "json": b"{}"} for i in range(4)]
+    plain = tmp_path / "g.tar"
+    _write(plain, samples)
+    data = plain.read_bytes()
+    multi = tmp_path / "multi.tar.gz"
+    multi.write_bytes(gzip.compress(data[:30000]) + gzip.compress(data[30000:]) + bytes(1000))
+    got, events = _read(str(multi))
+    assert [s["flac"] for s in got] == [s["flac"] for s in samples] and events == []
+    cut = tmp_path / "cut.tar.gz"
+    whole = gzip.compress(data)
+    cut.write_bytes(whole[: len(whole) * 3 // 4])
+    got, events = _read(str(cut))
+    assert [s["flac"] for s in got] == [s["flac"] for s in samples[: len(got)]] and 1 <= len(got) < 4
+    assert len(events) == 1, events
+
+
 def test_damaged_header_counts_per_reason(tmp_path, processor):
     """End to end through the dataset: 4 of 5 samples arrive; the loss is counted (corrupt_shard for the damaged
     region, missing_audio for the sample that lost its audio member)."""
