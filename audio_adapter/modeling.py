@@ -264,7 +264,8 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         trainable = [p for m in (self.audio_tower, self.audio_projector) for p in m.parameters() if p.requires_grad]
         if not trainable:
             return None
-        return torch.stack([p.sum() for p in trainable]).sum() * 0.0
+        device = self.audio_projector.weight.device
+        return torch.stack([p.sum().float().to(device) for p in trainable]).sum() * 0.0
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -331,7 +332,7 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
             if zero is not None and (input_ids is not None or inputs_embeds is not None):
                 if inputs_embeds is None:
                     inputs_embeds = self.get_input_embeddings()(input_ids)
-                inputs_embeds = inputs_embeds + zero.to(inputs_embeds.dtype)
+                inputs_embeds = inputs_embeds + zero.to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)
 
         return super().forward(
             input_ids=input_ids,

@@ -22,6 +22,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from audio_adapter.testing import tiny_model_and_processor
 from tests.test_model import stock_twin
+from tests.training_helpers import single_thread  # noqa: F401 (autouse: tiny models, no OpenMP spinning)
 
 TINY = {"max_source_positions": 150, "num_mel_bins": 80}  # audio geometry only; text/vision are the defaults
 KINDS = ("stock", "ours")
@@ -136,8 +137,13 @@ def case_compiled_decode_step_fullgraph(model, processor, assistant):
         mask = torch.cat([inputs["attention_mask"], torch.ones_like(next_ids)], dim=1)
         eager_cache = copy.deepcopy(prefill.past_key_values)
 
+        # explicit positions, as generate() passes them (stock derives them from a stale `rope_deltas` otherwise)
+        positions = (mask.cumsum(-1) - 1)[None, :, -1:].expand(3, -1, -1)
+
         def step(ids, attention_mask, cache):
-            return model(input_ids=ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True).logits
+            return model(
+                input_ids=ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache, use_cache=True
+            ).logits
 
         compiled = torch.compile(step, fullgraph=True, backend="eager")(next_ids, mask, prefill.past_key_values)
         eager = step(next_ids, mask, eager_cache)

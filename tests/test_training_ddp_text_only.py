@@ -75,3 +75,24 @@ def test_ddp_rank_without_audio_trains_in_step(tmp_path, stage):
         assert torch.equal(final0[name], final1[name]), f"stage {stage}: ranks diverged on {name}"
     # the projector trained: the audio rank's gradient, averaged with rank 1's zero gradient
     assert not torch.equal(states[0]["initial"][projector[0]], final0[projector[0]])
+
+
+def test_text_only_training_forward_gives_the_projector_a_zero_gradient():
+    """Single process: a training forward without audio reaches the trainable projector with an exactly-zero
+    gradient and changes no logit; in eval mode nothing is added (the projector gets no gradient at all)."""
+    from audio_adapter.testing import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor(seed=0, **TINY)
+    model.requires_grad_(False)
+    model.audio_projector.requires_grad_(True)
+    batch = {k: v for k, v in rank_batch(processor, 1).items() if k != "keys"}
+    with torch.no_grad():
+        reference = model(**batch).logits  # eval mode: the stock text path
+    model.train()
+    out = model(**batch)
+    out.loss.backward()
+    grad = model.audio_projector.weight.grad
+    assert grad is not None and grad.shape == model.audio_projector.weight.shape and not grad.any()
+    assert torch.equal(out.logits.detach(), reference)  # the tiny LM has no dropout: train == eval
+    model.eval()  # grad enabled but not training: the projector (the only trainable tensor) stays out of the graph
+    assert torch.is_grad_enabled() and not model(**batch).loss.requires_grad
