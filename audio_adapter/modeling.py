@@ -247,7 +247,7 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         return past_key_values is None or not getattr(past_key_values, "is_initialized", True)
 
     def _check_placeholders_have_audio(self, input_ids: torch.Tensor) -> None:
-        """Raise if prompt tokens ``input_ids`` (B, L) hold ``<|AUDIO|>`` placeholders (called when no audio was given)."""
+        """Raise if the prompt tokens ``input_ids`` (B, L) hold ``<|AUDIO|>`` placeholders (no audio was given)."""
         n = int((input_ids == self.config.audio_token_id).sum())
         if n:
             raise ValueError(

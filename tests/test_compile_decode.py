@@ -125,7 +125,8 @@ def test_generated_audio_token_with_audio_in_cache_is_text(model_and_processor):
     prompt_length = inputs["input_ids"].shape[1]
     force = ForceTokenAt(audio_id, {0, 2}, prompt_length)
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, logits_processor=LogitsProcessorList([force]))
+        processors = LogitsProcessorList([force])
+        out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, logits_processor=processors)
         assert (out[:, prompt_length + 0] == audio_id).all() and (out[:, prompt_length + 2] == audio_id).all()
 
         prefill = model(**inputs, use_cache=True)

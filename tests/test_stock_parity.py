@@ -88,7 +88,8 @@ def case_beam_search(model, processor, assistant):
 
 
 def case_static_cache(model, processor, assistant):
-    return _generate(model, _text_batch(processor), do_sample=False, cache_implementation="static", disable_compile=True)
+    inputs = _text_batch(processor)
+    return _generate(model, inputs, do_sample=False, cache_implementation="static", disable_compile=True)
 
 
 def case_image_prompt_greedy(model, processor, assistant):
@@ -141,13 +142,12 @@ def case_compiled_decode_step_fullgraph(model, processor, assistant):
         positions = (mask.cumsum(-1) - 1)[None, :, -1:].expand(3, -1, -1)
 
         def step(ids, attention_mask, cache):
-            return model(
-                input_ids=ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache, use_cache=True
-            ).logits
+            step_inputs = {"input_ids": ids, "attention_mask": attention_mask, "position_ids": positions}
+            return model(**step_inputs, past_key_values=cache, use_cache=True).logits
 
         compiled = torch.compile(step, fullgraph=True, backend="eager")(next_ids, mask, prefill.past_key_values)
         eager = step(next_ids, mask, eager_cache)
-    # the traced step takes transformers' compile-time mask path: equal to eager up to float rounding
+    # under tracing transformers builds an explicit attention mask where eager may skip it: equal up to rounding
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
     return {"logits": compiled}
 

@@ -31,7 +31,8 @@ def rank_batch(processor, rank: int) -> dict:
     """Rank 0: two samples with audio; any other rank: two text-only samples. Labels on every real token."""
     if rank == 0:
         prompts = [audio_prompt(processor, "What do you hear?") + a for a in ANSWERS]
-        batch = processor(text=prompts, audio=[tone_clip(1.0), tone_clip(0.6, 600.0)], sampling_rate=16000, padding=True)
+        clips = [tone_clip(1.0), tone_clip(0.6, 600.0)]
+        batch = processor(text=prompts, audio=clips, sampling_rate=16000, padding=True)
     else:
         prompts = [f"<|im_start|>user\nSay something.<|im_end|>\n<|im_start|>assistant\n{a}" for a in ANSWERS]
         batch = processor(text=prompts, padding=True)
