@@ -232,6 +232,41 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         no_audio = torch.zeros_like(text, dtype=torch.bool)
         return pack_extended_positions(text, raw, stretched, no_audio, factor)
 
+    # ------------------------------------------------------------------ placeholders without audio
+    @staticmethod
+    def _is_prompt_forward(past_key_values) -> bool:
+        """Whether this forward starts a sequence (no cache, or one holding nothing yet), in eager mode.
+
+        Only a prompt's ``<|AUDIO|>`` tokens are placeholders that need audio; tokens fed after a cached prefix
+        (decode steps, assisted-decoding candidates, an ``<|AUDIO|>`` the model generated) are text, as in stock
+        Qwen2-VL. Decided from Python state alone: no device sync in eager decoding, and a constant under
+        torch.compile / torch.export, so traced graphs carry no data-dependent branch (`generate` checks its
+        prompt before prefill instead, in `_prefill`)."""
+        if torch.compiler.is_compiling():
+            return False
+        return past_key_values is None or not getattr(past_key_values, "is_initialized", True)
+
+    def _check_placeholders_have_audio(self, input_ids: torch.Tensor) -> None:
+        """Raise if the prompt tokens ``input_ids`` (B, L) hold ``<|AUDIO|>`` placeholders (no audio was given)."""
+        n = int((input_ids == self.config.audio_token_id).sum())
+        if n:
+            raise ValueError(
+                f"input_ids contain {n} <|AUDIO|> placeholder tokens but no audio was given (input_features is None)"
+            )
+
+    def _zero_audio_contribution(self) -> torch.Tensor | None:
+        """0-valued scalar that depends on every trainable audio parameter (None when none trains).
+
+        Added to a training batch without audio, it gives those parameters a (zero) gradient, so under DDP
+        without ``find_unused_parameters`` every rank reduces the same parameters and stays in step. A sum of
+        parameters, not an encoder pass: it costs nothing and covers the projector (and whatever else of the
+        audio path is unfrozen)."""
+        trainable = [p for m in (self.audio_tower, self.audio_projector) for p in m.parameters() if p.requires_grad]
+        if not trainable:
+            return None
+        device = self.audio_projector.weight.device
+        return torch.stack([p.sum().float().to(device) for p in trainable]).sum() * 0.0
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -276,12 +311,8 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
                 if inputs_embeds is None:
                     inputs_embeds = self.get_input_embeddings()(input_ids)
                 inputs_embeds = self._splice_audio(input_ids, inputs_embeds, audio_embeds)
-            elif (input_ids == self.config.audio_token_id).any():
-                n = int((input_ids == self.config.audio_token_id).sum())
-                raise ValueError(
-                    f"input_ids contain {n} <|AUDIO|> placeholder tokens but no audio was given "
-                    "(input_features is None)"
-                )
+            elif self._is_prompt_forward(past_key_values):
+                self._check_placeholders_have_audio(input_ids)
             if position_ids is None and self._uses_extended_positions(virtual_audio_tokens):
                 position_ids = self._forward_position_ids(
                     input_ids,
@@ -295,6 +326,13 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
                 )
         elif audio_embeds is not None:
             raise ValueError("audio inputs need input_ids to locate the <|AUDIO|> placeholders")
+
+        if audio_embeds is None and self.training and torch.is_grad_enabled():
+            zero = self._zero_audio_contribution()
+            if zero is not None and (input_ids is not None or inputs_embeds is not None):
+                if inputs_embeds is None:
+                    inputs_embeds = self.get_input_embeddings()(input_ids)
+                inputs_embeds = inputs_embeds + zero.to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)
 
         return super().forward(
             input_ids=input_ids,
@@ -344,6 +382,22 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         mm_encoder_outputs[AUDIO_ENCODER_OUTPUT_KEY] = list(audio_embeds.split(per_sample, dim=0))
         model_kwargs["mm_encoder_outputs"] = mm_encoder_outputs
         return model_kwargs
+
+    def _prefill(self, input_ids, generation_config, model_kwargs, is_first_iteration: bool = True):
+        """Stock prefill, after checking that the prompt's uncached placeholders come with audio.
+
+        The check runs once per `generate`, in eager mode, so no decode step (compiled or not) carries it.
+        Assistant calls (``is_first_iteration`` False) continue a prompt the main model already checked."""
+        audio = (model_kwargs.get("mm_encoder_outputs") or {}).get(AUDIO_ENCODER_OUTPUT_KEY)
+        if is_first_iteration and audio is None and input_ids.ndim == 2 and input_ids.shape[1]:
+            cache = model_kwargs.get("past_key_values")
+            past = int(cache.get_seq_length()) if cache is not None else 0
+            mask = model_kwargs.get("attention_mask")
+            mask_length = mask.shape[1] if mask is not None else getattr(generation_config, "_mask_length", -1)
+            # as stock `_prefill` slices: the full history is given when it matches the mask's length
+            uncached = input_ids[:, past:] if past and mask_length == input_ids.shape[1] else input_ids
+            self._check_placeholders_have_audio(uncached)
+        return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
 
     def _expand_multimodal_outputs(self, input_ids, mm_encoder_output, expand_size=1, inputs_embeds=None):
         audio = mm_encoder_output.pop(AUDIO_ENCODER_OUTPUT_KEY, None)

@@ -52,7 +52,8 @@ from .samples import (
     parse_json_bytes,
     to_mono,
 )
-from .shard_reader import _Bad, expand_shards, iter_tar_samples
+from .settings import check_choice, check_float, check_int
+from .shard_reader import DEFAULT_MAX_MEMBER_BYTES, _Bad, expand_shards, iter_tar_samples
 from .shard_writer import (
     ShardWriteSummary,
     prepare_manifest_sample,
@@ -60,14 +61,16 @@ from .shard_writer import (
     read_manifest,
     write_shards,
 )
-from .skips import SampleSkipped, SkipCounter, SkipReason
+from .skips import NoDataError, SampleSkipped, SkipCounter, SkipReason
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "DEFAULT_MAX_AUDIO_SECONDS",
+    "DEFAULT_MAX_MEMBER_BYTES",
     "IGNORE_INDEX",
     "IMAGE_EXTENSIONS",
     "MODEL_INPUT_KEYS",
+    "NoDataError",
     "ROLES",
     "SKIPS_ONLY",
     "TARGET_SAMPLING_RATE",
@@ -114,6 +117,20 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def _unique_keys(items: Iterable) -> Iterator:
+    """Replace every raw sample whose key was seen before in this stream by a ``duplicate_key`` event (a set
+    of the keys met: about 100 bytes a sample, reset every epoch)."""
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, _Bad):
+            key = item["__key__"]
+            if key in seen:
+                yield _Bad(SkipReason.DUPLICATE_KEY, "seen before in this epoch", key=key, url=item.get("__url__"))
+                continue
+            seen.add(key)
+        yield item
+
+
 def _keep_every(items: Iterable, index: int, total: int) -> Iterator:
     for i, item in enumerate(items):
         if i % total == index:
@@ -136,6 +153,8 @@ class AudioShardDataset(IterableDataset):
         shuffle_shards: shuffle the shard order each epoch (same order on every rank: seeded by seed + epoch).
         seed: base seed; shuffling also depends on epoch, rank and worker.
         max_audio_seconds: skip clips longer than this (``too_long``); ``None`` disables the cap.
+        max_member_bytes: skip samples with a tar member larger than this (``member_too_large``), without
+            reading the member; ``None`` disables the cap.
         rank, world_size: this process's node rank / number of ranks; ``None`` = torch.distributed (or the
             RANK/WORLD_SIZE environment variables), else 0/1. Inject them to simulate ranks in tests.
         worker, num_workers: override the DataLoader worker identity (tests); normally taken from
@@ -145,6 +164,10 @@ class AudioShardDataset(IterableDataset):
             ``"auto"`` (default) splits shards where there are enough of them and samples otherwise. Either
             way each sample goes to exactly one (rank, worker) per epoch.
         skip_counter: where skips are counted (a fresh `SkipCounter` by default; per process).
+
+    A sample key met again in the same epoch is skipped (``duplicate_key``), wherever the repeat is: later in
+    the shard or in another shard read by the same consumer (with ``split="shard"`` each data worker reads its
+    own shards; with ``"sample"`` every consumer sees every key).
     """
 
     def __init__(
@@ -166,10 +189,16 @@ class AudioShardDataset(IterableDataset):
         decode_images: bool = True,
         skip_counter: SkipCounter | None = None,
         epoch: int = 0,
+        max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
     ):
         super().__init__()
-        if split not in ("auto", "shard", "sample"):
-            raise ValueError(f"split must be 'auto', 'shard' or 'sample', got {split!r}")
+        check_choice("split", split, ("auto", "shard", "sample"))
+        check_int("batch_size", batch_size, 1, optional=True)
+        check_int("shuffle_buffer", shuffle_buffer, 0)
+        check_int("seed", seed)
+        check_float("max_audio_seconds", max_audio_seconds, 0.0, low_open=True, optional=True)
+        check_int("max_member_bytes", max_member_bytes, 1, optional=True)
+        check_int("epoch", epoch, 0)
         if batch_size is not None and processor is None and collator is None:
             raise ValueError("batching needs a processor (or a collator)")
         self.urls = expand_shards(shards)
@@ -182,6 +211,7 @@ class AudioShardDataset(IterableDataset):
         self.shuffle_shards = bool(shuffle_shards)
         self.seed = int(seed)
         self.max_audio_seconds = max_audio_seconds
+        self.max_member_bytes = max_member_bytes
         self.rank = rank
         self.world_size = world_size
         self.worker = worker
@@ -236,7 +266,7 @@ class AudioShardDataset(IterableDataset):
             else:
                 worker_split = (worker, nworkers)
 
-        stream: Iterable = (item for url in urls for item in iter_tar_samples(url))
+        stream: Iterable = _unique_keys(item for url in urls for item in iter_tar_samples(url, self.max_member_bytes))
         if node_split is not None:
             stream = _keep_every(stream, *node_split)
         if worker_split is not None:
@@ -261,6 +291,8 @@ class AudioShardDataset(IterableDataset):
     def decode(self, raw: dict) -> dict:
         """Raw sample -> ``{"key", "url", "audio", "sampling_rate", "messages", "image", "meta"}``.
         Raises `SampleSkipped`."""
+        if "__too_large__" in raw:
+            raise SampleSkipped(SkipReason.MEMBER_TOO_LARGE, raw["__too_large__"])
         if "__duplicate__" in raw:
             raise SampleSkipped(SkipReason.DUPLICATE_MEMBER, f"two .{raw['__duplicate__']} members")
         audio_ext = next((e for e in AUDIO_EXTENSIONS if e in raw), None)
@@ -428,10 +460,15 @@ def record_stream_position(stream: dict, position: Sequence[int]) -> None:
 
 class ShardLoader(DataLoader):
     """``DataLoader(batch_size=None)`` over a batching `AudioShardDataset`, which (1) sets the dataset's epoch
-    before each pass (so shuffling differs per epoch and matches across ranks) and (2) moves each batch's
-    ``skip_counts`` (gathered in worker processes) into ``skip_counter`` in this process."""
+    before each pass (so shuffling differs per epoch and matches across ranks), (2) moves each batch's
+    ``skip_counts`` (gathered in worker processes) into ``skip_counter`` in this process and (3) with
+    ``require_data`` (default), raises `NoDataError` naming the shards and the pass's skip counts when a whole
+    pass yields no batch (every shard missing, every sample bad): a training loop would otherwise start empty
+    epoch after empty epoch and never reach ``max_steps``. A resumed pass that has nothing left is not an error."""
 
-    def __init__(self, dataset: AudioShardDataset, skip_counter: SkipCounter | None = None, **kwargs):
+    def __init__(
+        self, dataset: AudioShardDataset, skip_counter: SkipCounter | None = None, require_data: bool = True, **kwargs
+    ):
         kwargs.setdefault("batch_size", None)
         # Starting a pass draws a base seed; from its own generator, so that loading data never advances the
         # global RNG (dropout etc.), which keeps a resumed run on the uninterrupted run's random stream.
@@ -440,6 +477,7 @@ class ShardLoader(DataLoader):
             kwargs.setdefault("worker_init_fn", _worker_init)
         super().__init__(dataset, **kwargs)
         self.skip_counter = skip_counter if skip_counter is not None else SkipCounter(name="main")
+        self.require_data = bool(require_data)
         self._epoch = dataset.epoch
         self._skip = 0
 
@@ -460,8 +498,13 @@ class ShardLoader(DataLoader):
     def __iter__(self):
         if not self.persistent_workers or self.num_workers == 0:
             self.dataset.set_epoch(self._epoch)
+        epoch = self._epoch
         self._epoch += 1
         skip, self._skip = self._skip, 0
+        positions = getattr(self.dataset, "resume_positions", None)
+        resumed = skip > 0 or (positions is not None and positions[0] == epoch)
+        counts_before = dict(self.skip_counter.counts)
+        n_batches = 0
         for batch in super().__iter__():
             if isinstance(batch, dict) and "skip_counts" in batch:
                 counts = batch.pop("skip_counts")
@@ -469,10 +512,24 @@ class ShardLoader(DataLoader):
                     self.skip_counter.update(counts)
                 if batch.get(SKIPS_ONLY):
                     continue
+            n_batches += 1
             if skip:
                 skip -= 1
                 continue
             yield batch
+        if n_batches == 0 and self.require_data and not resumed:
+            raise NoDataError(self._no_data_message(epoch, counts_before))
+
+    def _no_data_message(self, epoch: int, counts_before: Mapping[str, int]) -> str:
+        urls = list(self.dataset.urls)
+        shown = ", ".join(urls[:8]) + (f", ... ({len(urls) - 8} more)" if len(urls) > 8 else "")
+        pass_counts = SkipCounter()
+        pass_counts.update({r: n - counts_before.get(r, 0) for r, n in self.skip_counter.counts.items()})
+        return (
+            f"no sample in a whole pass (epoch {epoch}) over {len(urls)} shard(s): {shown}; "
+            f"{pass_counts.summary()}. Check the shard paths (a missing file is unreadable_shard) and the skip "
+            "reasons logged above."
+        )
 
 
 def _worker_init(worker_id: int) -> None:
@@ -499,6 +556,8 @@ def _build_datamodule_class():
             num_workers: DataLoader workers per rank.
             shuffle_buffer: training shuffle buffer (samples); shards are shuffled per epoch as well.
             max_audio_seconds: longer clips are skipped (``too_long``).
+            max_member_bytes: samples with a larger tar member are skipped unread (``member_too_large``;
+                default 256 MiB, ``None``: no cap).
             train_padding_side: ``"right"`` (default) for training batches.
             eval_padding_side: ``"left"`` (default) for generation batches (test/predict, and validation when
                 ``val_for_generation``).
@@ -509,6 +568,10 @@ def _build_datamodule_class():
 
         ``skip_counter`` aggregates skips from all loaders of this process (see `ShardLoader`); ``skip_counts``
         is its dict. In DDP each rank has its own; reduce them if you need a global figure.
+
+        Every setting is checked when the module is built (a batch size of 0, a negative worker count ... raise
+        ValueError naming the setting and its value). A training pass (or, on one rank, an evaluation pass)
+        that yields no sample raises `NoDataError` naming the shards and the skip counts.
         """
 
         def __init__(
@@ -531,8 +594,23 @@ def _build_datamodule_class():
             world_size: int | None = None,
             pin_memory: bool = False,
             persistent_workers: bool = False,
+            max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
         ):
             super().__init__()
+            check_int("batch_size", batch_size, 1)
+            check_int("eval_batch_size", eval_batch_size, 1, optional=True)
+            check_int("num_workers", num_workers, 0)
+            check_int("shuffle_buffer", shuffle_buffer, 0)
+            check_int("seed", seed)
+            check_float("max_audio_seconds", max_audio_seconds, 0.0, low_open=True, optional=True)
+            check_int("max_member_bytes", max_member_bytes, 1, optional=True)
+            check_choice("train_padding_side", train_padding_side, ("left", "right"))
+            check_choice("eval_padding_side", eval_padding_side, ("left", "right"))
+            check_choice("split", split, ("auto", "shard", "sample"))
+            check_int("world_size", world_size, 1, optional=True)
+            check_int("rank", rank, 0, optional=True)
+            if rank is not None and world_size is not None and rank >= world_size:
+                raise ValueError(f"rank must be < world_size={world_size}, got {rank!r}")
             self.train_shards = train_shards
             self.val_shards = val_shards
             self.test_shards = test_shards
@@ -543,6 +621,7 @@ def _build_datamodule_class():
             self.shuffle_buffer = int(shuffle_buffer)
             self.seed = int(seed)
             self.max_audio_seconds = max_audio_seconds
+            self.max_member_bytes = max_member_bytes
             self.train_padding_side = train_padding_side
             self.eval_padding_side = eval_padding_side
             self.val_for_generation = bool(val_for_generation)
@@ -598,16 +677,21 @@ def _build_datamodule_class():
                 shuffle_shards=train,
                 seed=self.seed,
                 max_audio_seconds=self.max_audio_seconds,
+                max_member_bytes=self.max_member_bytes,
                 rank=rank,
                 world_size=world,
                 split=self.split,
                 skip_counter=SkipCounter(name="train" if train else "eval"),
             )
 
-        def _loader(self, dataset: AudioShardDataset) -> ShardLoader:
+        def _loader(self, dataset: AudioShardDataset, train: bool = False) -> ShardLoader:
+            # an evaluation set too small for every rank may leave one rank without a sample: only training
+            # passes (and evaluation on one rank) require data
+            _, world = self._rank_world()
             return ShardLoader(
                 dataset,
                 skip_counter=self.skip_counter,
+                require_data=train or (world or 1) == 1,
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.persistent_workers,
@@ -622,7 +706,7 @@ def _build_datamodule_class():
 
         def train_dataloader(self) -> ShardLoader:
             ds = self._dataset(self.train_shards, train=True, for_generation=False, padding_side=self.train_padding_side)
-            loader = self._loader(ds)
+            loader = self._loader(ds, train=True)
             trainer = getattr(self, "trainer", None)
             if self._resume_position is not None:
                 epoch, batches, stream = self._resume_position

@@ -12,7 +12,7 @@ MODEL only (the regex never matches the Whisper encoder's ``q_proj``/``out_proj`
 ``qkv``/``proj``) and keeps the projector trainable; it starts from the stage-1 output (``init_from``).
 
 What each stage writes (`AudioVLMLightningModule.save_trained`, also called at the end of ``fit`` when
-``output_dir`` is set)::
+``output_dir`` is set, and by a resume that finds the outputs missing), as a whole folder renamed into place::
 
     output_dir/projector.safetensors   projector weight + the 3 audio-token rows (merged) + their ids
     output_dir/adapter/                stage 2: the peft LoRA adapter (save_pretrained)
@@ -25,6 +25,10 @@ the VLAT sampler state of every rank, and the data position (epoch, batches cons
 each data worker's stream stood after them). On resume the data module fast-forwards its shard stream to that
 position (`AudioShardDataModule.resume_at`): the workers pass over the consumed raw samples without decoding
 them (`recipes.data.resume_plan`), so the run continues the same loss curve as an uninterrupted one.
+
+Faults: every numeric setting is checked before the model is built; the output and checkpoint folders are
+checked for writability before the first step, and what a killed run left there is removed
+(`recipes.run_files`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from torch import nn
 
 from recipes.collate import IGNORE_INDEX, model_inputs
 from recipes.data import record_stream_position
+from recipes.run_files import check_run_dirs, clean_run_leftovers, write_dir_atomically
+from recipes.settings import check_float, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +298,30 @@ def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return (pred[mask] == target[mask]).float().mean(), n
 
 
+def _check_numeric_settings(args: dict) -> None:
+    """Refuse out-of-range numeric settings of `AudioVLMLightningModule` (name and value in the error), before
+    anything is built: lr 0 or a negative warm-up would otherwise train (or not) without a word."""
+    check_int("tiny_seed", args["tiny_seed"])
+    check_int("audio_pool_stride", args["audio_pool_stride"], 1)
+    check_int("lora_r", args["lora_r"], 1)
+    check_int("lora_alpha", args["lora_alpha"], 1)
+    check_float("lora_dropout", args["lora_dropout"], 0.0, 1.0, high_open=True)
+    check_float("lr", args["lr"], 0.0, low_open=True)
+    check_float("weight_decay", args["weight_decay"], 0.0)
+    betas = args["betas"]
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    for beta in betas:
+        try:
+            check_float("betas", beta, 0.0, 1.0, high_open=True)
+        except ValueError:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}") from None
+    check_float("eps", args["eps"], 0.0, low_open=True)
+    check_int("warmup_steps", args["warmup_steps"], 0)
+    check_float("min_lr_ratio", args["min_lr_ratio"], 0.0, 1.0)
+    check_int("vlat_seed", args["vlat_seed"], optional=True)
+
+
 # ============================================================================================ LightningModule
 class AudioVLMLightningModule(pl.LightningModule):
     """Stage 1 / stage 2 training of `AudioVLMForConditionalGeneration` (see the module docstring).
@@ -358,6 +388,7 @@ class AudioVLMLightningModule(pl.LightningModule):
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         if quantization is not None and stage != 2:
             raise ValueError("quantization (QLoRA) is a stage-2 option: stage 1 trains the projector of a full-precision base")
+        _check_numeric_settings(locals())
         self.save_hyperparameters(ignore=["_model_and_processor"])
         self.stage = int(stage)
         self.spec = {
@@ -473,6 +504,10 @@ class AudioVLMLightningModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self._trainer is not None and self.trainer.is_global_zero:
+            # before the first step (and before a checkpoint is restored): not after hours of training
+            dirs = [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
+            check_run_dirs(self.output_dir, dirs, is_ours=lambda out: (out / SPEC_FILE).is_file())
         if self.vlat and self.global_rank:
             from extension.vlat import VirtualLengthSampler
 
@@ -624,11 +659,26 @@ class AudioVLMLightningModule(pl.LightningModule):
             )
 
     # ------------------------------------------------------------------ outputs
+    def on_fit_start(self) -> None:
+        self._outputs_written = False
+        if self.trainer.is_global_zero:  # what a killed run left behind (checkpoint state is restored by now)
+            clean_run_leftovers(self.output_dir, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
+
     def on_train_end(self) -> None:
+        self._write_outputs()
+
+    def on_fit_end(self) -> None:
+        # A resume that finds max_steps already reached trains nothing and never calls on_train_end: outputs
+        # that a kill destroyed while they were written are written here.
+        if not getattr(self, "_outputs_written", False):
+            self._write_outputs()
+
+    def _write_outputs(self) -> None:
         if self.output_dir:
             if self.trainer.is_global_zero:
                 self.save_trained(self.output_dir)
             self.trainer.strategy.barrier("save_trained")
+        self._outputs_written = True
 
     @torch.no_grad()
     def token_rows(self) -> torch.Tensor:
@@ -658,17 +708,21 @@ class AudioVLMLightningModule(pl.LightningModule):
         }
 
     def save_trained(self, output_dir) -> Path:
-        """Write what this stage trained (see the module docstring) plus the processor, config and spec."""
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write what this stage trained (see the module docstring) plus the processor, config and spec, as a
+        whole folder: written next to ``output_dir``, then renamed into place (a kill or an error midway leaves
+        the previous outputs, or none; `recipes.run_files.write_dir_atomically`)."""
         base = self.audio_vlm
-        save_projector_file(
-            out / PROJECTOR_FILE, base.audio_projector.weight, audio_token_ids(base.config), self.token_rows(), self.stage
-        )
-        if self.stage == 2:
-            self.model.save_pretrained(str(out / ADAPTER_DIR), save_embedding_layers=False)
-        self.processor.save_pretrained(out)
-        base.config.to_json_file(str(out / CONFIG_FILE))
-        (out / SPEC_FILE).write_text(json.dumps(self.training_spec(), indent=2))
+
+        def write(out: Path) -> None:
+            save_projector_file(
+                out / PROJECTOR_FILE, base.audio_projector.weight, audio_token_ids(base.config), self.token_rows(), self.stage
+            )
+            if self.stage == 2:
+                self.model.save_pretrained(str(out / ADAPTER_DIR), save_embedding_layers=False)
+            self.processor.save_pretrained(out)
+            base.config.to_json_file(str(out / CONFIG_FILE))
+            (out / SPEC_FILE).write_text(json.dumps(self.training_spec(), indent=2))
+
+        out = write_dir_atomically(output_dir, write, is_ours=lambda d: (d / SPEC_FILE).is_file())
         logger.info("stage %d outputs written to %s", self.stage, out)
         return out

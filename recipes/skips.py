@@ -14,9 +14,11 @@ class SkipReason:
     """Reasons a sample (or a whole shard) is skipped. Plain strings, so counts serialise as JSON."""
 
     UNREADABLE_SHARD = "unreadable_shard"  # the shard cannot be opened (missing file, I/O error)
-    CORRUPT_SHARD = "corrupt_shard"  # not a tar / garbage where a tar header should be
+    CORRUPT_SHARD = "corrupt_shard"  # garbage where a tar header should be (once per damaged stretch)
     TRUNCATED_MEMBER = "truncated_member"  # the tar ends inside a member
     DUPLICATE_MEMBER = "duplicate_member"  # two members with the same key and extension
+    DUPLICATE_KEY = "duplicate_key"  # a sample key seen before in this epoch (reader); twice in a manifest (writer)
+    MEMBER_TOO_LARGE = "member_too_large"  # a tar member above max_member_bytes (never read)
     MISSING_AUDIO = "missing_audio"
     MISSING_JSON = "missing_json"
     MISSING_IMAGE = "missing_image"  # the JSON has an image turn but the sample has no image
@@ -33,8 +35,12 @@ class SkipReason:
     # writer only
     BAD_MANIFEST_LINE = "bad_manifest_line"
     BAD_KEY = "bad_key"
-    DUPLICATE_KEY = "duplicate_key"
     MISSING_FILE = "missing_file"
+
+
+class NoDataError(RuntimeError):
+    """A pass over the data yielded no sample at all (every shard missing or unreadable, every sample bad).
+    Raised instead of an empty epoch, which a training loop would repeat without end."""
 
 
 class SampleSkipped(Exception):

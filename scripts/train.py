@@ -9,7 +9,8 @@ Every option of `recipes.module.AudioVLMLightningModule` (``model.*``), `recipes
 (``data.*``) and ``lightning.pytorch.Trainer`` (``trainer.*``) can be set in the YAML or on the command line.
 Multi-GPU / multi-node runs only change ``trainer.strategy`` / ``devices`` / ``num_nodes`` (DDP, FSDP).
 Unless the recipe says otherwise, the CLI adds a Rich progress bar and the atomic checkpoint writer
-(`recipes.checkpointing.AtomicCheckpointIO`).
+(`recipes.checkpointing.AtomicCheckpointIO`). A run whose training data yields no sample, or whose checkpoint
+to resume from is damaged with no readable one beside it, exits with status 1 and a one-paragraph message.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from jsonargparse import Namespace  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
+from recipes.checkpointing import CheckpointDamagedError  # noqa: E402
 from recipes.data import AudioShardDataModule  # noqa: E402
 from recipes.module import AudioVLMLightningModule  # noqa: E402
+from recipes.skips import NoDataError  # noqa: E402
 
 # The frozen Whisper encoder and vision tower are kept in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -65,5 +68,9 @@ def main(args: list[str] | None = None, run: bool = True) -> AudioVLMCLI:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (NoDataError, CheckpointDamagedError) as exc:  # a clear message, not a stack dump
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(0)
