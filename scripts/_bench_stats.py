@@ -54,13 +54,24 @@ def interleave(
     for r in range(warmup + rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
-            gc.collect()  # a collection inside one side's timing would be charged to it alone
-            value = float(measures[name]())
+            value = _without_gc(measures[name])
             if r >= warmup:
                 samples[name].append(value)
         if on_round is not None:
             on_round(r)
     return samples
+
+
+def _without_gc(measure: Callable[[], float]) -> float:
+    """One sample with the cyclic garbage collector paused: a collection inside one side's timing would be
+    charged to it alone (it runs between measures instead)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return float(measure())
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def bootstrap_median_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:

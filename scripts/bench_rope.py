@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-tokens", type=int, default=8192)
     parser.add_argument("--decode-tokens", type=int, default=16, help="timed steps per generate()")
     parser.add_argument("--decode-rounds", type=int, default=30)
-    parser.add_argument("--work-rounds", type=int, default=200)
+    parser.add_argument("--work-rounds", type=int, default=100)
     parser.add_argument("--work-calls", type=int, default=20, help="decode steps' extra work timed together per round")
     parser.add_argument("--prefill-rounds", type=int, default=12)
     parser.add_argument("--real-prefill-rounds", type=int, default=4)
