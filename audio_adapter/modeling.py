@@ -376,7 +376,12 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         input_ids = model_kwargs.get("input_ids")
         if input_ids is None or input_ids.shape[1] == 0:
             input_ids = inputs_tensor
-        text, raw = position_ids[0], position_ids[1:]
+        if position_ids.shape[0] == 1:
+            # Qwen2-VL's shortcut for a continuation with a cache: one row, text positions + rope_deltas
+            raw = position_ids.expand(3, -1, -1)
+            text = position_ids[0] - self.model.rope_deltas.to(position_ids.device)
+        else:
+            text, raw = position_ids[0], position_ids[1:]
         if input_ids.ndim == 2 and input_ids.shape[1] == text.shape[1]:
             return self.extended_position_ids(input_ids, raw, text)
         # Continuation given only the new tokens: audio sits in the cache, reuse the last prefill's state.

@@ -127,3 +127,25 @@ def test_extract_features_follows_the_option(real_model):
 def test_bad_flag_value_is_refused():
     with pytest.raises(ValueError, match="audio_encode_real_frames_only"):
         AudioVLMConfig(audio_encode_real_frames_only="yes")
+
+
+def test_generate_continuing_a_cache_keeps_partial_yarn():
+    """generate(past_key_values=...) on a prompt whose audio is cached: Qwen2-VL hands back one row of positions
+    there; the continuation must still get extended positions (it used to get 3 mixed-up rows, silently)."""
+    model, processor = tiny_model_and_processor(
+        seed=0, context_extension=dict(method="partial_yarn", cutoff=2, temperature=1.3, base_audio_seconds=1.0)
+    )
+    inputs = inputs_for(processor, [3.0])
+    with torch.no_grad():
+        once = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                              output_logits=True, return_dict_in_generate=True)
+        first = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                               return_dict_in_generate=True)
+        positions = model._prepare_position_ids_for_generation(
+            first.sequences, {"input_ids": first.sequences, "attention_mask": torch.ones_like(first.sequences),
+                              "past_key_values": first.past_key_values})
+        assert positions.shape[0] == 9
+        rest = model.generate(input_ids=first.sequences, attention_mask=torch.ones_like(first.sequences),
+                              past_key_values=first.past_key_values, max_new_tokens=3, min_new_tokens=3,
+                              do_sample=False, output_logits=True, return_dict_in_generate=True)
+    torch.testing.assert_close(torch.stack(rest.logits), torch.stack(once.logits[3:]), rtol=1e-4, atol=1e-4)
