@@ -88,7 +88,7 @@ def bench_pipeline(shards: list[str], processor, workers: int, batch_size: int) 
 def profile_stages(
     shards: list[str], processor, rate: int, n_clips: int = 24, batch_size: int = 8
 ) -> dict[str, float]:
-    """Milliseconds per clip of each stage, in this process with one thread (where the time goes)."""
+    """CPU milliseconds per clip of each stage, in this process with one thread (where the time goes)."""
     from audio_adapter.audio_features import extract_features
     from recipes.data import AudioCollator, decode_audio, iter_tar_samples, normalize_messages, parse_json_bytes, to_mono
 
@@ -104,25 +104,25 @@ def profile_stages(
         # warm-up: the resampling kernels and the mel filters are built on first use, then cached
         a, sr = decode_audio(raws[0]["flac"], "flac")
         extract_features(processor.prepare_audio([to_mono(a)], sr), processor.mel)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         decoded = [decode_audio(r["flac"], "flac") for r in raws]
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         waves = [processor.prepare_audio([to_mono(a)], sr)[0] for a, sr in decoded]
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         with torch.inference_mode():
             for i in range(0, len(waves), batch_size):
                 extract_features(waves[i : i + batch_size], processor.mel)
-        t3 = time.perf_counter()
+        t3 = time.process_time()
         collate = AudioCollator(processor)
         samples = [
             {"key": r["__key__"], "audio": w, "messages": normalize_messages(parse_json_bytes(r["json"]))}
             for r, w in zip(raws, waves)
         ]
-        t4 = time.perf_counter()
+        t4 = time.process_time()
         with torch.inference_mode():
             for i in range(0, len(samples), batch_size):
                 collate(samples[i : i + batch_size])
-        t5 = time.perf_counter()
+        t5 = time.process_time()
     finally:
         torch.set_num_threads(old_threads)
     n = len(raws)
