@@ -24,7 +24,6 @@ machines).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         ours_stages = profile_stages(shards, processor, args.rate, n_clips=min(24, args.clips), batch_size=args.batch_size)
         workers_line = None
         if args.workers:
-            seconds, steady, n, skips = bench_pipeline(shards, processor, args.workers, args.batch_size)
+            seconds, steady, n, _ = bench_pipeline(shards, processor, args.workers, args.batch_size)
             workers_line = (f"ours with {args.workers} workers (wall clock, context only): {n / seconds:.0f} clips/s "
                             f"in all, {n / steady:.0f} after the first batch")
 

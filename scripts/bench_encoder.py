@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[speech_like(seconds)], sampling_rate=16000)
         features, mask = inputs["input_features"], inputs["input_features_mask"]
 
-        def run(real_only: bool):
+        def run(real_only: bool, features=features, mask=mask):
             def call() -> None:
                 model.config.audio_encode_real_frames_only = real_only
                 with torch.no_grad():
