@@ -43,6 +43,8 @@ class AudioVLMConfig(Qwen2VLConfig):
     audio_token_id: int = 151658
     audio_eos_token_id: int = 151659
     audio_pool_stride: int = 1
+    # Run the Whisper encoder only over the mel frames of real audio (faster; outputs differ from padded)
+    audio_encode_real_frames_only: bool = False
     context_extension: dict | None = None
 
     def __post_init__(self, **kwargs):
@@ -51,6 +53,10 @@ class AudioVLMConfig(Qwen2VLConfig):
         super().__post_init__(**kwargs)
         if int(self.audio_pool_stride) < 1:
             raise ValueError(f"audio_pool_stride must be >= 1, got {self.audio_pool_stride}")
+        if not isinstance(self.audio_encode_real_frames_only, bool):
+            raise ValueError(
+                f"audio_encode_real_frames_only must be a bool, got {self.audio_encode_real_frames_only!r}"
+            )
         # Validate (and normalise) the extension settings eagerly: a bad value must fail at config time.
         self.context_extension = self.get_context_extension().to_dict()
 

@@ -22,6 +22,7 @@ from extension.whole_context import context_factor
 
 from .audio_features import window_token_count
 from .configuration import AudioVLMConfig
+from .real_frames import encode_real_frames, real_mel_frames
 from .rotary import AudioAwareRotaryEmbedding, pack_extended_positions
 
 AUDIO_ENCODER_OUTPUT_KEY = "audio"
@@ -109,12 +110,28 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         tower_dtype = self.audio_tower.conv1.weight.dtype
         encoder_trainable = any(p.requires_grad for p in self.audio_tower.parameters())
         with torch.set_grad_enabled(encoder_trainable and torch.is_grad_enabled()):
-            frames = self.audio_tower(input_features.to(tower_dtype)).last_hidden_state
+            frames = self.encode_audio_windows(input_features.to(tower_dtype), input_features_mask)
         frames = pool_audio_frames(frames, self.config.audio_pool_stride)
         lengths = self.audio_token_lengths(input_features_mask, frames.shape[0]).to(frames.device)
         valid = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]
         valid_frames = frames[valid]
         return self.audio_projector(valid_frames.to(self.audio_projector.weight.dtype))
+
+    def encode_audio_windows(
+        self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Whisper encoder states of log-mel windows: (num_chunks, T, d_audio), frames in window order.
+
+        Padded (default): the whole window, T = max_source_positions. With
+        `config.audio_encode_real_frames_only`, each window only over the mel frames covering its real audio
+        (`real_frames.py`; outputs differ from the padded ones): T = the longest window's frames, zeros past
+        a shorter window's own. Either way the first `audio_token_lengths` pooled frames are the tokens."""
+        if not self.config.audio_encode_real_frames_only or input_features_mask is None:
+            return self.audio_tower(input_features).last_hidden_state
+        mel_frames = real_mel_frames(
+            input_features_mask.long().sum(-1), self.config.audio_pool_stride, input_features.shape[-1]
+        )
+        return encode_real_frames(self.audio_tower, input_features, mel_frames)
 
     def _check_audio_features(self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None) -> None:
         audio_config = self.config.audio_config
@@ -413,7 +430,12 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         input_ids = model_kwargs.get("input_ids")
         if input_ids is None or input_ids.shape[1] == 0:
             input_ids = inputs_tensor
-        text, raw = position_ids[0], position_ids[1:]
+        if position_ids.shape[0] == 1:
+            # Qwen2-VL's shortcut for a continuation with a cache: one row, text positions + rope_deltas
+            raw = position_ids.expand(3, -1, -1)
+            text = position_ids[0] - self.model.rope_deltas.to(position_ids.device)
+        else:
+            text, raw = position_ids[0], position_ids[1:]
         if input_ids.ndim == 2 and input_ids.shape[1] == text.shape[1]:
             return self.extended_position_ids(input_ids, raw, text)
         # Continuation given only the new tokens: audio sits in the cache, reuse the last prefill's state.

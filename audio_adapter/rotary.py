@@ -109,9 +109,11 @@ class AudioAwareRotaryEmbedding(Qwen2VLRotaryEmbedding):
         emb = torch.cat((angles, angles), dim=-1)
         cos, sin = emb.cos(), emb.sin()
         if temperature != 1.0:
+            # scale = attention_scaling, or attention_scaling / sqrt(t) on remapped audio; built from Python
+            # floats on the device (a host-made scalar tensor would be a host-to-device copy every decode step)
             remapped_audio = ((packed[7] - packed[0]) > 0.5)[..., None]
-            audio_scale = torch.tensor(self.attention_scaling / math.sqrt(temperature), dtype=cos.dtype)
-            scale = torch.where(remapped_audio, audio_scale.to(cos.device), self.attention_scaling)
+            audio_scale = self.attention_scaling / math.sqrt(temperature)
+            scale = torch.where(remapped_audio, audio_scale, float(self.attention_scaling))
             return cos * scale, sin * scale
         if self.attention_scaling != 1.0:
             return cos * self.attention_scaling, sin * self.attention_scaling

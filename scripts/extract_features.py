@@ -7,7 +7,8 @@ LLM hidden states, one safetensors file per clip plus ``index.json``.
 Per clip, ``<out>/<NNNNN>_<stem>.safetensors`` holds (one forward pass, prompt = the clip + ``--prompt``):
 
 - ``encoder_states`` (encoder frames of the real audio, d_audio): Whisper's last hidden state, frames of
-  every 30 s window concatenated, padding frames dropped (before pooling, if a stride is configured);
+  every 30 s window concatenated, padding frames dropped (before pooling, if a stride is configured); with
+  ``audio_encode_real_frames_only`` in the model's config, the states of the trimmed windows it encodes;
 - ``audio_embeds`` (n_audio_tokens, hidden): the projector's output, exactly what is spliced into the LLM
   (equals ``model.get_audio_features``);
 - ``hidden_states.<i>`` (seq, hidden) for each ``--layers`` entry, resolved to 0..num_layers (0 = input
@@ -61,16 +62,20 @@ def extract_clip(model, processor, waveform, layers: Sequence[int], prompt: str 
     text = chat_prompt(processor, prompt, n_audio=1)
     inputs = processor(text=[text], audio=[waveform], sampling_rate=16000, return_tensors="pt").to(model.device)
     captured: dict[str, torch.Tensor] = {}
-    hooks = [
-        model.audio_tower.register_forward_hook(lambda m, a, out: captured.__setitem__("encoder", out.last_hidden_state)),
-        model.audio_projector.register_forward_hook(lambda m, a, out: captured.__setitem__("projected", out)),
-    ]
+    encode_audio_windows = model.encode_audio_windows
+
+    def capture_encoder(*args, **kwargs):  # the model's own encoding (padded or real frames only), recorded
+        captured["encoder"] = encode_audio_windows(*args, **kwargs)
+        return captured["encoder"]
+
+    model.encode_audio_windows = capture_encoder
+    hook = model.audio_projector.register_forward_hook(lambda m, a, out: captured.__setitem__("projected", out))
     try:
         with torch.no_grad():
             out = model(**inputs, output_hidden_states=True, use_cache=False)
     finally:
-        for hook in hooks:
-            hook.remove()
+        hook.remove()
+        del model.encode_audio_windows
     mel_valid = inputs["input_features_mask"].long().sum(-1)
     frames = [captured["encoder"][i, : int(encoder_frames(m))] for i, m in enumerate(mel_valid) if m > 0]
     tensors = {
