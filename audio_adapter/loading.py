@@ -1,7 +1,7 @@
 """Build the full model from a real Qwen2-VL checkpoint and the ENCODER of a real Whisper checkpoint.
 
 Both loads are checked: any missing or unexpected key raises instead of leaving weights silently random
-(see the traps in shared/design/transformers5.md).
+(see the traps in docs/transformers5.md).
 """
 
 from __future__ import annotations

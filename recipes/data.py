@@ -1,7 +1,7 @@
 """Streaming WebDataset shards of audio chat samples into batches: `AudioShardDataset`, `ShardLoader`, and the
 Lightning `AudioShardDataModule`.
 
-Shard layout (see ``shared/design/architecture.md``, "Shards"): one sample is ``<key>.flac`` (or ``.wav``,
+Shard layout (see ``docs/architecture.md``, "Shards"): one sample is ``<key>.flac`` (or ``.wav``,
 ``.mp3``, ``.ogg``: the original bytes) + ``<key>.json`` (``{"messages": [...]}`` chat turns or
 ``{"prompt": ..., "response": ...}``) + optional ``<key>.jpg``/``<key>.png``.
 

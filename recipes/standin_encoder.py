@@ -2,7 +2,7 @@
 
 The real recipe assumes `openai/whisper-large-v3-turbo`, whose frames already carry what was said. A tiny
 random encoder carries too little usable signal for a tiny LM to learn from within minutes
-(shared/design/demo-feasibility.md), and no weights can be downloaded here. So the demo first fits the tiny
+(docs/demo-feasibility.md), and no weights can be downloaded here. So the demo first fits the tiny
 `WhisperEncoder` with a CTC head on the synthetic notes (the frames learn to name the note under them),
 throws the head away and freezes the encoder; the two-stage recipe then runs unchanged on top.
 """
