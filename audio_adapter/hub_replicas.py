@@ -229,6 +229,7 @@ WHISPER_LANGUAGES = (
     "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
     "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
 )
+# openai/whisper-large-v3-turbo generation_config.json (turbo's own alignment heads; it suppresses no tokens).
 WHISPER_GENERATION_CONFIG = {
     "alignment_heads": [[2, 4], [2, 11], [3, 3], [3, 6], [3, 11], [3, 14]],
     "begin_suppress_tokens": [220, 50257],
@@ -258,7 +259,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _save_sharded(directory: Path, state: dict[str, torch.Tensor], shards: int) -> None:
-    """``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``, as the hub shards them."""
+    """``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``, as the hub shards them (Qwen2-VL-7B:
+    five files)."""
     from safetensors.torch import save_file
 
     keys = sorted(state)
