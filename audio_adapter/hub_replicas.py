@@ -141,6 +141,7 @@ def _qwen2_vl_tokenizer_config(padding_side: str | None) -> dict:
         "chat_template": QWEN2_VL_CHAT_TEMPLATE,
         "clean_up_tokenization_spaces": False,
         "eos_token": "<|im_end|>",
+        "padding_side": "left",
         "errors": "replace",
         "model_max_length": 32768,
         "pad_token": "<|endoftext|>",
@@ -148,7 +149,7 @@ def _qwen2_vl_tokenizer_config(padding_side: str | None) -> dict:
         "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
     }
-    if padding_side is not None:
+    if padding_side is not None:  # override the hub's "left" (e.g. to check the processor pads left itself)
         config["padding_side"] = padding_side
     return config
 
@@ -160,7 +161,7 @@ WHISPER_TURBO_CONFIG = {
     "apply_spec_augment": False,
     "architectures": ["WhisperForConditionalGeneration"],
     "attention_dropout": 0.0,
-    "begin_suppress_tokens": [220, 50257],
+    "begin_suppress_tokens": [220, 50256],  # sic: the hub's config.json says 50256; generation_config.json 50257
     "bos_token_id": 50257,
     "classifier_proj_size": 256,
     "d_model": 1280,
@@ -220,17 +221,32 @@ WHISPER_PREPROCESSOR_CONFIG = {
     "return_attention_mask": False,
     "sampling_rate": 16000,
 }
+# The 100 language tokens of whisper-large-v3(-turbo), in id order from 50259 (<|yue|> is v3's addition at 50358).
+WHISPER_LANGUAGES = (
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi", "fi", "vi",
+    "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk",
+    "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw",
+    "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
+    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
+)
+# openai/whisper-large-v3-turbo generation_config.json (turbo's own alignment heads; it suppresses no tokens).
 WHISPER_GENERATION_CONFIG = {
+    "alignment_heads": [[2, 4], [2, 11], [3, 3], [3, 6], [3, 11], [3, 14]],
+    "begin_suppress_tokens": [220, 50257],
     "bos_token_id": 50257,
     "decoder_start_token_id": 50258,
     "eos_token_id": 50257,
-    "pad_token_id": 50257,
-    "begin_suppress_tokens": [220, 50257],
+    "forced_decoder_ids": [[1, None], [2, 50360]],
     "is_multilingual": True,
+    "lang_to_id": dict(sorted((f"<|{code}|>", 50259 + i) for i, code in enumerate(WHISPER_LANGUAGES))),
     "max_initial_timestamp_index": 50,
+    "max_length": 448,
     "no_timestamps_token_id": 50364,
+    "pad_token_id": 50257,
     "prev_sot_token_id": 50362,
     "return_timestamps": False,
+    "suppress_tokens": [],
+    "task_to_id": {"transcribe": 50360, "translate": 50359},
     "transformers_version": "4.46.0.dev0",
 }
 
@@ -243,7 +259,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _save_sharded(directory: Path, state: dict[str, torch.Tensor], shards: int) -> None:
-    """``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``, as the hub shards them."""
+    """``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``, as the hub shards them (Qwen2-VL-7B:
+    five files)."""
     from safetensors.torch import save_file
 
     keys = sorted(state)
@@ -272,13 +289,20 @@ def _replica_tokenizer_files() -> Path:
     from .tokenizer import _cache_dir, _convert_bpe, _qwen_tiktoken_file
 
     source = _qwen_tiktoken_file()
-    digest = hashlib.sha1(f"{source.stat().st_size}:replica:v1".encode()).hexdigest()[:10]
+    digest = hashlib.sha1(f"{source.stat().st_size}:replica:v2".encode()).hexdigest()[:10]
     cached = _cache_dir() / f"qwen2-vl-replica-tokenizer-{digest}"
     if (cached / "tokenizer.json").is_file():
         return cached
     backend = _convert_bpe(source, QWEN_BPE_RANKS)
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_VL_SPECIAL_TOKENS])
     spec = json.loads(backend.to_str())
+    # The hub's tokenizer.json (written by transformers' Qwen2 converter): NFC normaliser, and byte-level
+    # pre-tokenizer / post-processor / decoder with every flag off; the tiktoken converter differs on these.
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    spec["normalizer"] = {"type": "NFC"}
+    spec["pre_tokenizer"]["pretokenizers"][-1] = dict(byte_level)
+    spec["post_processor"], spec["decoder"] = dict(byte_level), dict(byte_level)
+    spec["model"].update(continuing_subword_prefix="", end_of_word_suffix="")
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
@@ -300,7 +324,7 @@ def _write_qwen_tokenizer(directory: Path) -> None:
         shutil.copyfile(source / name, directory / name)
 
 
-def make_qwen2_vl_replica(directory: str | Path, seed: int = 0, padding_side: str | None = None, shards: int = 2) -> Path:
+def make_qwen2_vl_replica(directory: str | Path, seed: int = 0, padding_side: str | None = None, shards: int = 5) -> Path:
     """Write a Qwen2-VL-7B-Instruct look-alike (tiny widths, random bf16 weights) to ``directory``.
 
     ``padding_side``: written into ``tokenizer_config.json`` when given (e.g. ``"right"``: the processor must still
