@@ -73,11 +73,11 @@ class LongformConfig:
     vlat_steps: int = 3000
     batch_size: int = 32
     vanilla_seeds: tuple[int, ...] = (0, 1)
-    vlat_seeds: tuple[int, ...] = (0,)
+    vlat_seeds: tuple[int, ...] = (0, 1)
     vlat_strategy: str = "limited"
     partial_yarn_cutoff: int = 4
-    sweep_cutoffs: tuple[int, ...] = (0, 2, 4, 5, 6, 8, 12, 16)
-    sweep_temperatures: tuple[float, ...] = (0.8, 1.0, 1.2, 1.5)
+    sweep_cutoffs: tuple[int, ...] = (0, 2, 4, 5, 6, 8, 16)
+    sweep_temperatures: tuple[float, ...] = (0.8, 1.0, 1.3)
     threads: int = 2
     model: dict = field(default_factory=lambda: dict(LONGFORM_MODEL))
 
