@@ -65,6 +65,7 @@ class DemoConfig:
     train_clips: int = 1500
     heldout_clips: int = 100
     standin_seconds: float = 30.0
+    standin_steps: int | None = None  # a fixed step count instead (then standin_seconds does not stop it)
     stage1_steps: int = 250
     stage2_steps: int = 1800
     batch_size: int = 32
@@ -80,7 +81,7 @@ class DemoConfig:
         counts = dict(train_clips=64, heldout_clips=8, standin_seconds=3.0, stage1_steps=3, stage2_steps=4)
         cfg = cls(**counts, batch_size=8, eval_batch_size=8, **kwargs)
         if cfg.speech:
-            cfg.speech = {**cfg.speech, **counts, "train_clips": 32}
+            cfg.speech = {**cfg.speech, **counts, "train_clips": 32, "standin_steps": 4}
         return cfg
 
     def speech_config(self) -> DemoConfig | None:
@@ -91,7 +92,7 @@ class DemoConfig:
 
 
 # The speech run: fewer clips and steps than the notes run, to keep the main job near 10 minutes.
-SPEECH_RUN = {"train_clips": 1000, "heldout_clips": 100, "standin_seconds": 30.0, "stage1_steps": 100,
+SPEECH_RUN = {"train_clips": 1000, "heldout_clips": 100, "standin_steps": 250, "stage1_steps": 100,
               "stage2_steps": 700}
 
 
@@ -117,10 +118,13 @@ def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path
 
     train_feats, train_targets = features("train", cfg.seed, cfg.train_clips)
     test_feats, test_targets = features("heldout", cfg.seed + 1, cfg.heldout_clips)
-    console.print(f"[bold]2/6[/bold] stand-in encoder: CTC on {cfg.train_clips} clips for {cfg.standin_seconds:g} s")
+    budget = f"{cfg.standin_seconds:g} s" if cfg.standin_steps is None else f"{cfg.standin_steps} steps"
+    console.print(f"[bold]2/6[/bold] stand-in encoder: CTC on {cfg.train_clips} clips for {budget}")
     fit = pretrain_standin_encoder(
         model.audio_tower, train_feats["input_features"], train_feats["input_features_mask"], train_targets,
-        num_classes=len(vocabulary), pool_stride=stride, max_seconds=cfg.standin_seconds, seed=cfg.seed,
+        num_classes=len(vocabulary), pool_stride=stride, seed=cfg.seed,
+        **({"max_seconds": cfg.standin_seconds} if cfg.standin_steps is None
+           else {"max_steps": cfg.standin_steps, "max_seconds": float("inf")}),
     )
     ctc_em = ctc_exact_match(model.audio_tower, fit["head"], test_feats["input_features"],
                              test_feats["input_features_mask"], test_targets, pool_stride=stride)

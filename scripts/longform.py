@@ -83,8 +83,8 @@ class LongformConfig:
 
     @classmethod
     def quick(cls, **kwargs) -> LongformConfig:
-        return cls(pool_clips=24, standin_clips=24, standin_steps=2, eval_items=(16, 32), eval_n=2, steps=4,
-                   vlat_steps=4,
+        return cls(pool_clips=16, standin_clips=16, standin_steps=2, eval_items=(16, 32), eval_n=2, steps=3,
+                   vlat_steps=3,
                    batch_size=4, vanilla_seeds=(0,), vlat_seeds=(0,), sweep_cutoffs=(0, 4), sweep_temperatures=(1.0,),
                    **kwargs)
 
@@ -148,11 +148,12 @@ def build_encoder_and_cache(cfg: LongformConfig, out: Path, console: Console) ->
             max_seconds=float("inf"), batch_size=cfg.standin_batch, seed=0,
             progress=lambda step, loss: progress.update(task, completed=step, description=f"CTC loss {loss:.3f}"),
         )
-    test_audio, test_items = make_recordings(0, 100, ITEMS_PER_WINDOW, stream=2)
+    test_audio, test_items = make_recordings(0, min(100, cfg.pool_clips), ITEMS_PER_WINDOW, stream=2)
     tf = extract_features(processor.prepare_audio(test_audio, 16000), processor.mel)
     ctc_em = ctc_exact_match(model.audio_tower, fit["head"], tf["input_features"], tf["input_features_mask"],
                              [(row + 1).tolist() for row in test_items], pool_stride=stride)
-    console.print(f"    {fit['steps']} steps, CTC loss {fit['losses'][-1]:.3f}, held-out 16-item exact match {ctc_em:.0%}")
+    console.print(f"    {fit['steps']} steps, CTC loss {fit['losses'][-1]:.3f}, held-out 16-item exact match {ctc_em:.0%} "
+                  f"({len(test_audio)} recordings)")
     del feats
     frames = torch.stack(encode_clips(model, processor, pool_audio))
     if frames.shape[1] != cfg.base_tokens:
@@ -367,8 +368,16 @@ def plot(agg: list[dict], cfg: LongformConfig, path: Path) -> None:
 
 
 def run_longform(cfg: LongformConfig, console: Console | None = None) -> dict:
-    console = console or Console()
+    """Every step of the benchmark (see the module docstring); returns the summary also written as summary.json."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, console or Console())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: LongformConfig, console: Console) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
@@ -385,7 +394,7 @@ def run_longform(cfg: LongformConfig, console: Console | None = None) -> dict:
     timings["encoder + frames"] = time.perf_counter() - t
     results_path = out / "results.jsonl"
     done = load_done(results_path)
-    logs, sweep_points = {}, None
+    logs, sweep_points, wavelengths = {}, None, []
     for i, run in enumerate(run_specs(cfg)):
         console.print(f"[bold]2-3/4[/bold] {run['name']}: train ({run['steps']} steps"
                       f"{', VLAT ' + run['vlat'] if run['vlat'] else ''}) and evaluate")
@@ -395,6 +404,7 @@ def run_longform(cfg: LongformConfig, console: Console | None = None) -> dict:
         cutoff = cfg.partial_yarn_cutoff
         log["eval_reach"] = check_positions(cfg, tokens, log, run)
         logs[run["name"]] = log
+        wavelengths = rotary_wavelengths(model)
         timings[f"train {run['name']}"] = time.perf_counter() - t
         t = time.perf_counter()
         evaluate_run(cfg, run, model, tokens, cache, cutoff, done, results_path, console)
@@ -415,7 +425,7 @@ def run_longform(cfg: LongformConfig, console: Console | None = None) -> dict:
         "timings": timings,
         "standin": cache["standin"],
         "partial_yarn_cutoff": cfg.partial_yarn_cutoff,
-        "rotary_wavelengths": [round(w, 1) for w in rotary_wavelengths(new_model(cfg, 0)[0])],
+        "rotary_wavelengths": [round(w, 1) for w in wavelengths],
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in logs.items()},
         "aggregate": agg,
         "sweep": [asdict(p) for p in sweep_points] if sweep_points else None,

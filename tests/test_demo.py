@@ -39,6 +39,21 @@ def test_demo_writes_every_output(quick_demo):
     assert (out / "stage2" / "output" / "adapter").is_dir()
 
 
+def test_demo_speech_run_writes_its_outputs(quick_demo):
+    """The spoken-digits run: its own shards of speech, two stages, and scores against the silence baseline."""
+    out, result = quick_demo
+    speech = result["speech"]
+    assert speech["task"] == "digits" and result["task"] == "notes"
+    assert json.loads((out / "result.json").read_text())["speech"]["exact_match"] == speech["exact_match"]
+    rows = [json.loads(line) for line in (out / "speech" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == speech["config"]["heldout_clips"]
+    assert all(set(r["reference"].split()) <= set("0123456789") for r in rows)
+    recomputed = score_transcripts([r["silence_baseline"] for r in rows], [r["reference"] for r in rows])
+    assert recomputed.token_error_rate == pytest.approx(speech["baseline_token_error_rate"])
+    assert list((out / "speech" / "data" / "shards").glob("train-*.tar"))
+    assert (out / "speech" / "stage2" / "output" / "adapter").is_dir()
+
+
 def test_generate_cli_matches_demo_evaluation(quick_demo, capsys):
     from scripts import generate
 
