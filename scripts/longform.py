@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -69,8 +70,8 @@ class LongformConfig:
     standin_batch: int = 16
     eval_items: tuple[int, ...] = (16, 32, 64, 128)
     eval_n: int = 200
-    steps: int = 3000
-    vlat_steps: int = 3000
+    steps: int = 2000  # vanilla: 100 % training accuracy long before this
+    vlat_steps: int = 3000  # VLAT learns the local-order question more slowly
     batch_size: int = 32
     vanilla_seeds: tuple[int, ...] = (0, 1)
     vlat_seeds: tuple[int, ...] = (0, 1)
@@ -265,11 +266,17 @@ def run_sweep_at_longest(cfg, model, tokens, cache, out, console):
     from scripts.sweep import SweepPoint, plot_heatmap, sweep_table, write_csv
 
     n = max(cfg.eval_items)
+    done_path = out / "sweep.json"
+    grid = [(c, t) for c in cfg.sweep_cutoffs for t in cfg.sweep_temperatures]
+    if done_path.is_file():
+        points = [SweepPoint(**p) for p in json.loads(done_path.read_text())]
+        if [(p.cutoff, p.temperature) for p in points] == grid:
+            console.print(sweep_table(points))
+            return points
     ev = cache["eval"][n]
     base_seconds = cfg.base_tokens / model.config.audio_tokens_per_second
     points = []
     with _progress(console) as progress:
-        grid = [(c, t) for c in cfg.sweep_cutoffs for t in cfg.sweep_temperatures]
         task = progress.add_task(f"sweep at {n} items", total=len(grid))
         for c, t in grid:
             Method("partial_yarn", c, t).apply(model, base_seconds)
@@ -280,6 +287,7 @@ def run_sweep_at_longest(cfg, model, tokens, cache, out, console):
             points.append(SweepPoint(c, t, correct / total, total, correct, 0))
             progress.advance(task)
     Method("none").apply(model, base_seconds)
+    _write_text(done_path, json.dumps([asdict(p) for p in points]))
     write_csv(points, out / "sweep.csv")
     plot_heatmap(points, out / "sweep.png", title=f"partial_yarn at 8x T ({n * TOKENS_PER_ITEM} tokens), all questions")
     console.print(sweep_table(points))
@@ -367,17 +375,21 @@ def plot(agg: list[dict], cfg: LongformConfig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_longform(cfg: LongformConfig, console: Console | None = None) -> dict:
-    """Every step of the benchmark (see the module docstring); returns the summary also written as summary.json."""
+def run_longform(cfg: LongformConfig, console: Console | None = None, only: Sequence[str] | None = None) -> dict:
+    """Every step of the benchmark (see the module docstring); returns the summary also written as summary.json.
+
+    ``only``: run names (``vanilla_s0``, ``vlat_s1``, ...) to train and evaluate now, e.g. to spread the runs
+    over processes sharing ``out_dir``; a later call without it collects everything (and trains what is
+    missing)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _run(cfg, console or Console())
+        return _run(cfg, console or Console(), only)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: LongformConfig, console: Console) -> dict:
+def _run(cfg: LongformConfig, console: Console, only: Sequence[str] | None = None) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
@@ -395,7 +407,13 @@ def _run(cfg: LongformConfig, console: Console) -> dict:
     results_path = out / "results.jsonl"
     done = load_done(results_path)
     logs, sweep_points, wavelengths = {}, None, []
-    for i, run in enumerate(run_specs(cfg)):
+    specs = run_specs(cfg)
+    if only is not None:
+        unknown = sorted(set(only) - {r["name"] for r in specs})
+        if unknown:
+            raise SystemExit(f"unknown runs {unknown}; this configuration has {[r['name'] for r in specs]}")
+        specs = [r for r in specs if r["name"] in only]
+    for run in specs:
         console.print(f"[bold]2-3/4[/bold] {run['name']}: train ({run['steps']} steps"
                       f"{', VLAT ' + run['vlat'] if run['vlat'] else ''}) and evaluate")
         t = time.perf_counter()
@@ -409,12 +427,12 @@ def _run(cfg: LongformConfig, console: Console) -> dict:
         t = time.perf_counter()
         evaluate_run(cfg, run, model, tokens, cache, cutoff, done, results_path, console)
         timings[f"evaluate {run['name']}"] = time.perf_counter() - t
-        if i == 0:
+        if run["name"] == run_specs(cfg)[0]["name"]:
             console.print(f"[bold]4/4[/bold] Partial YaRN sweep at {max(cfg.eval_items)} items on {run['name']}")
             t = time.perf_counter()
             sweep_points = run_sweep_at_longest(cfg, model, tokens, cache, out, console)
             timings["sweep"] = time.perf_counter() - t
-    rows = [r for r in done.values() if r["run"] in logs]
+    rows = [r for r in load_done(results_path).values() if r["run"] in logs]
     write_csv(sorted(rows, key=lambda r: (r["run"], r["method"], r["items"], r["question"])), out / "longform.csv")
     agg = aggregate(rows)
     plot(agg, cfg, out / "longform.png")
@@ -442,7 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="every step at smoke scale (learns nothing)")
     parser.add_argument("--vanilla-seeds", type=int, nargs="+", default=None)
     parser.add_argument("--vlat-seeds", type=int, nargs="*", default=None)
-    parser.add_argument("--steps", type=int, default=None, help="training steps of every run")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of the vanilla runs")
+    parser.add_argument("--vlat-steps", type=int, default=None, help="training steps of the VLAT runs")
+    parser.add_argument("--only", nargs="+", default=None, metavar="RUN",
+                        help="train/evaluate only these runs now (e.g. vanilla_s1 vlat_s0), to share the work "
+                             "between processes on one --out; a final call without --only collects all")
     parser.add_argument("--eval-n", type=int, default=None, help="recordings per length")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -455,12 +477,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         if args.steps < 1:
             parser.error(f"--steps must be >= 1, got {args.steps}")
-        cfg.steps = cfg.vlat_steps = args.steps
+        cfg.steps = args.steps
+    if args.vlat_steps is not None:
+        if args.vlat_steps < 1:
+            parser.error(f"--vlat-steps must be >= 1, got {args.vlat_steps}")
+        cfg.vlat_steps = args.vlat_steps
     if args.eval_n is not None:
         if args.eval_n < 1:
             parser.error(f"--eval-n must be >= 1, got {args.eval_n}")
         cfg.eval_n = args.eval_n
-    run_longform(cfg)
+    run_longform(cfg, only=args.only)
     return 0
 
 

@@ -98,6 +98,10 @@ def test_longform_resumes_without_redoing_work(quick_longform):
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert {p.name: p.stat().st_mtime_ns for p in (out / "models").iterdir()} == models
     assert summary["timings"]["evaluate vanilla_s0"] < 5
+    only = run_longform(cfg, only=["vlat_s0"])  # a share of the runs, as one of several processes would
+    assert list(only["runs"]) == ["vlat_s0"]
+    with pytest.raises(SystemExit, match="unknown runs"):
+        run_longform(cfg, only=["vanilla_s9"])
     other = type(cfg)(**{**cfg.__dict__, "eval_n": cfg.eval_n + 1})
     with pytest.raises(SystemExit, match="other settings"):
         run_longform(other)
