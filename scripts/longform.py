@@ -87,7 +87,7 @@ class LongformConfig:
         return cls(pool_clips=16, standin_clips=16, standin_steps=2, eval_items=(16, 32), eval_n=2, steps=3,
                    vlat_steps=3,
                    batch_size=4, vanilla_seeds=(0,), vlat_seeds=(0,), sweep_cutoffs=(0, 4), sweep_temperatures=(1.0,),
-                   **kwargs)
+                   threads=1, **kwargs)  # smoke-scale tensors: one thread avoids the synchronisation cost
 
     @property
     def base_tokens(self) -> int:
@@ -466,10 +466,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="train/evaluate only these runs now (e.g. vanilla_s1 vlat_s0), to share the work "
                              "between processes on one --out; a final call without --only collects all")
     parser.add_argument("--eval-n", type=int, default=None, help="recordings per length")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; --quick: 1)")
     args = parser.parse_args(argv)
     cfg = LongformConfig.quick(out_dir=args.out) if args.quick else LongformConfig(out_dir=args.out)
-    cfg.threads = args.threads
+    if args.threads is not None:
+        cfg.threads = args.threads
     if args.vanilla_seeds is not None:
         cfg.vanilla_seeds = tuple(args.vanilla_seeds)
     if args.vlat_seeds is not None:
