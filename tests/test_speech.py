@@ -105,3 +105,19 @@ def test_speech_datasets_write_shards_and_mcqa_the_eval_layout(tmp_path):
     for item, row in zip(items, (json.loads(line) for line in mc.manifest.read_text().splitlines())):
         assert item.choices[item.answer] == row["choices"][row["answer"]]
         assert item.seconds == pytest.approx(sf.info(item.audio).duration, abs=1e-3)
+
+
+def test_make_synthetic_cli_speech_tasks(tmp_path, capsys):
+    from scripts import make_synthetic
+    from scripts.eval_mcqa import load_mcqa
+
+    assert make_synthetic.main(["digits", "--out", str(tmp_path / "d"), "--num", "2", "--max-digits", "3"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "d" / "train.jsonl").read_text().splitlines()]
+    assert [len(r["response"].split()) <= 3 for r in rows] == [True, True]
+    assert list((tmp_path / "d" / "shards").glob("train-*.tar"))
+    assert make_synthetic.main(["speech-mcqa", "--out", str(tmp_path / "m"), "--num", "2", "--min-seconds", "3",
+                                "--max-seconds", "4", "--seed", "4"]) == 0
+    assert len(load_mcqa(tmp_path / "m" / "speech_mcqa.jsonl")) == 2
+    with pytest.raises(ValueError, match="min_digits <= max_digits"):
+        make_synthetic.main(["digits", "--out", str(tmp_path / "x"), "--num", "1", "--min-digits", "4",
+                             "--max-digits", "2"])
