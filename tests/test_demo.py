@@ -104,3 +104,13 @@ def test_standin_encoder_learns_then_is_frozen():
     assert sum(fit["losses"][-5:]) / 5 < 0.5 * sum(fit["losses"][:5]) / 5
     assert not any(p.requires_grad for p in model.audio_tower.parameters())
     assert not model.audio_tower.training
+
+
+def test_main_job_bar_needs_notes_and_heard_speech():
+    from scripts.demo import passed
+
+    assert passed({"exact_match": 0.93, "speech": {"token_error_rate": 0.16, "baseline_token_error_rate": 0.98}})
+    assert not passed({"exact_match": 0.89, "speech": {"token_error_rate": 0.16, "baseline_token_error_rate": 0.98}})
+    # speech no better than guessing: fails even with perfect notes
+    assert not passed({"exact_match": 1.0, "speech": {"token_error_rate": 0.5, "baseline_token_error_rate": 0.98}})
+    assert passed({"exact_match": 0.9})  # --no-speech
