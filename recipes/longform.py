@@ -221,6 +221,7 @@ class TrainSettings:
     min_items: int = 4
     max_items: int = ITEMS_PER_WINDOW
     vlat_strategy: str | None = None  # None: vanilla; else VLAT with `extension.vlat.VirtualLengthSampler`
+    vlat_raw_share: float = 0.0  # VLAT: this share of samples keeps its raw positions (virtual length = real)
     seed: int = 0
 
 
@@ -250,7 +251,12 @@ def train_lm(model, tokens: TaskTokens, pool: TrainPool, settings: TrainSettings
         question = QUESTIONS[step % len(QUESTIONS)]
         frames, items = pool.batch(n_items, settings.batch_size, gen)
         target = answers(items, question)
-        virtual = sampler.virtual_lengths(model.base_audio_tokens, settings.batch_size) if sampler else None
+        virtual = None
+        if sampler is not None:
+            virtual = sampler.virtual_lengths(model.base_audio_tokens, settings.batch_size)
+            if settings.vlat_raw_share > 0:
+                raw = torch.rand(settings.batch_size, generator=gen) < settings.vlat_raw_share
+                virtual[raw] = float(frames.shape[1])  # a span mapped onto its own length: raw positions
         warm = min(1.0, (step + 1) / settings.warmup_steps)
         lr = settings.lr * warm * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
         for group in opt.param_groups:

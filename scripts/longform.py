@@ -76,6 +76,9 @@ class LongformConfig:
     vanilla_seeds: tuple[int, ...] = (0, 1)
     vlat_seeds: tuple[int, ...] = (0, 1)
     vlat_strategy: str = "limited"
+    # a VLAT variant (not the paper's): half the samples keep raw positions, so dense spacing is seen too
+    vlat_mix_seeds: tuple[int, ...] = (0,)
+    vlat_raw_share: float = 0.5
     partial_yarn_cutoff: int = 4
     sweep_cutoffs: tuple[int, ...] = (0, 2, 4, 5, 6, 8, 16)
     sweep_temperatures: tuple[float, ...] = (0.8, 1.0, 1.3)
@@ -86,7 +89,7 @@ class LongformConfig:
     def quick(cls, **kwargs) -> LongformConfig:
         return cls(pool_clips=16, standin_clips=16, standin_steps=2, eval_items=(16, 32), eval_n=2, steps=3,
                    vlat_steps=3,
-                   batch_size=4, vanilla_seeds=(0,), vlat_seeds=(0,), sweep_cutoffs=(0, 4), sweep_temperatures=(1.0,),
+                   batch_size=4, vanilla_seeds=(0,), vlat_seeds=(0,), vlat_mix_seeds=(), sweep_cutoffs=(0, 4), sweep_temperatures=(1.0,),
                    threads=1, **kwargs)  # smoke-scale tensors: one thread avoids the synchronisation cost
 
     @property
@@ -181,11 +184,13 @@ def run_specs(cfg: LongformConfig) -> list[dict]:
             for s in cfg.vanilla_seeds]
     runs += [{"name": f"vlat_s{s}", "kind": "vlat", "seed": s, "vlat": cfg.vlat_strategy, "steps": cfg.vlat_steps}
              for s in cfg.vlat_seeds]
+    runs += [{"name": f"vlatmix_s{s}", "kind": "vlat_mix", "seed": s, "vlat": cfg.vlat_strategy,
+              "steps": cfg.vlat_steps, "raw_share": cfg.vlat_raw_share} for s in cfg.vlat_mix_seeds]
     return runs
 
 
 def methods_for(kind: str, cutoff: int) -> list[Method]:
-    if kind == "vlat":
+    if kind in ("vlat", "vlat_mix"):
         return [Method("none"), Method("partial_pi")]
     return [Method("none"), Method("partial_pi"), Method("partial_yarn", cutoff, 1.0), Method("whole_pi"),
             Method("whole_yarn")]
@@ -201,7 +206,8 @@ def trained_model(cfg: LongformConfig, run: dict, cache: dict, out: Path, consol
         console.print(f"    {run['name']}: loaded {path}")
         return model, processor, saved["log"]
     pool = TrainPool(cache["pool"]["frames"], cache["pool"]["items"])
-    settings = TrainSettings(steps=run["steps"], batch_size=cfg.batch_size, vlat_strategy=run["vlat"], seed=run["seed"])
+    settings = TrainSettings(steps=run["steps"], batch_size=cfg.batch_size, vlat_strategy=run["vlat"], seed=run["seed"],
+                             vlat_raw_share=run.get("raw_share", 0.0))
     tokens = TaskTokens.build(model, processor.tokenizer)
     with _progress(console) as progress:
         task = progress.add_task(f"train {run['name']}", total=settings.steps)
@@ -328,7 +334,8 @@ def result_table(agg: list[dict], cfg: LongformConfig) -> Table:
         key = (r["kind"], r["method"], r["question"])
         if key not in order:
             order.append(key)
-    order.sort(key=lambda k: (k[0] != "vanilla", k[1] != "none", k[1], QUESTIONS.index(k[2])))
+    kinds = ("vanilla", "vlat", "vlat_mix")
+    order.sort(key=lambda k: (kinds.index(k[0]), k[1] != "none", k[1], QUESTIONS.index(k[2])))
     for kind, method, question in order:
         cells = []
         for n in cfg.eval_items:
@@ -350,7 +357,7 @@ def plot(agg: list[dict], cfg: LongformConfig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(QUESTIONS), figsize=(15, 4.4), sharey=True)
-    lines = sorted({(r["kind"], r["method"]) for r in agg}, key=lambda k: (k[0] != "vanilla", k[1]))
+    lines = sorted({(r["kind"], r["method"]) for r in agg}, key=lambda k: (("vanilla", "vlat", "vlat_mix").index(k[0]), k[1]))
     seconds = [n * TOKENS_PER_ITEM * 0.08 for n in cfg.eval_items]
     for ax, question in zip(axes, QUESTIONS):
         for kind, method in lines:
@@ -358,7 +365,7 @@ def plot(agg: list[dict], cfg: LongformConfig, path: Path) -> None:
             ys = [rows[n]["mean"] if n in rows else float("nan") for n in cfg.eval_items]
             lo = [rows[n]["min"] if n in rows else float("nan") for n in cfg.eval_items]
             hi = [rows[n]["max"] if n in rows else float("nan") for n in cfg.eval_items]
-            style = "--" if kind == "vlat" else "-"
+            style = {"vlat": "--", "vlat_mix": ":"}.get(kind, "-")
             (line,) = ax.plot(seconds, ys, style, marker="o", label=f"{kind}: {method}")
             ax.fill_between(seconds, lo, hi, color=line.get_color(), alpha=0.12)
         ax.axvline(cfg.base_tokens * 0.08, color="gray", lw=0.8, ls=":")
