@@ -1,7 +1,11 @@
 """The long-form benchmark in miniature: train only on short recordings, evaluate 1x/2x/4x/8x longer ones.
 
-    python -m scripts.longform --out runs/longform            # the full run (~20 min on 2 idle cores)
+    python -m scripts.longform --out runs/longform            # the full run (about 23 CPU-minutes of one core)
     python -m scripts.longform --out runs/longform --quick    # every step at smoke scale (seconds)
+    # the same work spread over processes (one thread each) once the first has written cache.pt, then collected:
+    python -m scripts.longform --out runs/longform --threads 1 --only vanilla_s0 vlat_s1 &
+    python -m scripts.longform --out runs/longform --threads 1 --only vanilla_s1 vlat_s0 vlatmix_s0; wait
+    python -m scripts.longform --out runs/longform
 
 Steps (each result is written as soon as it exists; re-running the same command resumes):
 
@@ -12,10 +16,11 @@ Steps (each result is written as soon as it exists; re-running the same command 
    the projector and the whole tiny language model learn from scratch (a random LM adapted with LoRA has no
    positional behaviour of its own to extend). Vanilla runs see raw positions 0..L-1 only; the script records
    the largest position any training prompt had and refuses to go on if a long evaluation does not reach past it.
-   The VLAT twin trains the same way with `virtual_audio_tokens` drawn by `VirtualLengthSampler("limited")`.
+   The VLAT twin trains the same way with `virtual_audio_tokens` drawn by `VirtualLengthSampler("limited")`;
+   the variant ``vlat_mix`` (not the paper's) keeps raw positions for half of its samples.
 3. Evaluation of the three questions (`recipes.longform`) at 16/32/64/128 items (1x/2x/4x/8x T) with
-   none, partial_pi, partial_yarn (cutoff = rotary pairs shorter than T, t 1.0), whole_pi, whole_yarn from the
-   base T; the VLAT twin with none and partial_pi.
+   none, partial_pi, partial_yarn (cutoff 4: the rotary pairs with wavelengths of 6-35 tokens keep raw
+   positions; t 1.0), whole_pi, whole_yarn from the base T; the VLAT runs with none and partial_pi.
    Control: `partial_pi` puts every audio position of a long recording back inside 0..T (the LM has seen each
    of them); where it recovers what `none` loses on the same recordings, the content is still answerable and
    the loss was positional. `last` (answer next to the question) is the near-answer control.
