@@ -12,7 +12,7 @@
 7. The same pipeline on SPEECH: 3-5 spoken digits (eSpeak NG, offline, varied voices) -> "3 7 1", in
    ``<out>/speech`` (a shorter run; the notes task stays the gate of the exit code).
 
-    python -m scripts.demo                   # ~10 minutes on 2 cores
+    python -m scripts.demo                   # ~11 minutes on 2 idle cores (notes ~7, speech ~4)
     python -m scripts.demo --no-speech       # the notes task only (~7 minutes)
     python -m scripts.demo --quick           # a smoke run of every step (~1 minute, learns little)
 """
