@@ -10,7 +10,7 @@
    against a no-audio baseline (the same prompts with silence in place of each clip).
 6. Write the loss curves as a PNG and print a final table.
 7. The same pipeline on SPEECH: 3-5 spoken digits (eSpeak NG, offline, varied voices) -> "3 7 1", in
-   ``<out>/speech`` (a shorter run; the notes task stays the gate of the exit code).
+   ``<out>/speech`` (a shorter run, judged by its word error rate against the silence baseline).
 
     python -m scripts.demo                   # ~11 minutes on 2 idle cores (notes ~7, speech ~4)
     python -m scripts.demo --no-speech       # the notes task only (~7 minutes)
