@@ -81,7 +81,7 @@ class DemoConfig:
         counts = dict(train_clips=64, heldout_clips=8, standin_seconds=3.0, stage1_steps=3, stage2_steps=4)
         cfg = cls(**counts, batch_size=8, eval_batch_size=8, **kwargs)
         if cfg.speech:
-            cfg.speech = {**cfg.speech, **counts, "train_clips": 32, "standin_steps": 4}
+            cfg.speech = {**cfg.speech, **counts, "train_clips": 16, "heldout_clips": 4, "standin_steps": 2}
         return cfg
 
     def speech_config(self) -> DemoConfig | None:
