@@ -94,7 +94,7 @@ class LongformConfig:
     def quick(cls, **kwargs) -> LongformConfig:
         return cls(pool_clips=16, standin_clips=16, standin_steps=2, eval_items=(16, 32), eval_n=2, steps=3,
                    vlat_steps=3,
-                   batch_size=4, vanilla_seeds=(0,), vlat_seeds=(0,), vlat_mix_seeds=(), sweep_cutoffs=(0, 4), sweep_temperatures=(1.0,),
+                   batch_size=4, vanilla_seeds=(0,), vlat_seeds=(0,), vlat_mix_seeds=(0,), sweep_cutoffs=(0, 4), sweep_temperatures=(1.0,),
                    threads=1, **kwargs)  # smoke-scale tensors: one thread avoids the synchronisation cost
 
     @property

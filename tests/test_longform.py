@@ -71,8 +71,10 @@ def test_longform_quick_writes_every_output(quick_longform):
     out, cfg, summary = quick_longform
     rows = list(csv.DictReader(open(out / "longform.csv")))
     n_lengths, n_questions = len(cfg.eval_items), 3
-    assert len(rows) == (5 + 2) * n_lengths * n_questions  # vanilla: 5 methods; VLAT twin: none + partial_pi
+    # vanilla: 5 methods; the VLAT twin and the VLAT variant: none + partial_pi
+    assert len(rows) == (5 + 2 + 2) * n_lengths * n_questions
     assert {r["method"] for r in rows if r["kind"] == "vlat"} == {"none", "partial_pi"}
+    assert {r["method"] for r in rows if r["kind"] == "vlat_mix"} == {"none", "partial_pi"}
     assert {r["method"] for r in rows if r["kind"] == "vanilla"} == {
         "none", "partial_pi", f"partial_yarn c{cfg.partial_yarn_cutoff} t1", "whole_pi", "whole_yarn"}
     for r in rows:
@@ -106,3 +108,32 @@ def test_longform_resumes_without_redoing_work(quick_longform):
     with pytest.raises(SystemExit, match="other settings"):
         run_longform(other)
     assert json.loads((out / "config.json").read_text())["eval_n"] == cfg.eval_n
+
+
+def test_vlat_raw_share_keeps_raw_positions_for_that_share():
+    """vlat_mix: a sample drawn as 'raw' gets a virtual length equal to its own span, i.e. raw positions."""
+    from audio_adapter.testing import tiny_model_and_processor
+    from recipes.longform import TaskTokens, TrainSettings, train_lm
+
+    model, processor = tiny_model_and_processor(**{**LONGFORM_MODEL, "hidden_size": 64, "mrope_section": (2, 3, 3),
+                                                   "intermediate_size": 64})
+    model.set_context_extension(method="none", base_audio_seconds=5.12)
+    tokens = TaskTokens.build(model, processor.tokenizer)
+    items = torch.randint(0, 8, (4, 16), generator=torch.Generator().manual_seed(0))
+    items[:, 5] = MARKER
+    pool = TrainPool(torch.randn(4, 64, 64), items)
+    seen = []
+    original = model.forward
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["virtual_audio_tokens"].clone(), kwargs["input_ids"].eq(model.config.audio_token_id).sum(-1)))
+        return original(*args, **kwargs)
+
+    model.forward = spy
+    train_lm(model, tokens, pool, TrainSettings(steps=3, batch_size=8, vlat_strategy="limited", vlat_raw_share=1.0))
+    for virtual, n_audio in seen:
+        assert torch.equal(virtual, n_audio.float())
+    seen.clear()
+    train_lm(model, tokens, pool, TrainSettings(steps=3, batch_size=8, vlat_strategy="limited", vlat_raw_share=0.0))
+    for virtual, _ in seen:
+        assert set(virtual.tolist()) <= {64.0, 320.0, 640.0}
