@@ -39,6 +39,21 @@ def test_demo_writes_every_output(quick_demo):
     assert (out / "stage2" / "output" / "adapter").is_dir()
 
 
+def test_demo_speech_run_writes_its_outputs(quick_demo):
+    """The spoken-digits run: its own shards of speech, two stages, and scores against the silence baseline."""
+    out, result = quick_demo
+    speech = result["speech"]
+    assert speech["task"] == "digits" and result["task"] == "notes"
+    assert json.loads((out / "result.json").read_text())["speech"]["exact_match"] == speech["exact_match"]
+    rows = [json.loads(line) for line in (out / "speech" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == speech["config"]["heldout_clips"]
+    assert all(set(r["reference"].split()) <= set("0123456789") for r in rows)
+    recomputed = score_transcripts([r["silence_baseline"] for r in rows], [r["reference"] for r in rows])
+    assert recomputed.token_error_rate == pytest.approx(speech["baseline_token_error_rate"])
+    assert list((out / "speech" / "data" / "shards").glob("train-*.tar"))
+    assert (out / "speech" / "stage2" / "output" / "adapter").is_dir()
+
+
 def test_generate_cli_matches_demo_evaluation(quick_demo, capsys):
     from scripts import generate
 
@@ -89,3 +104,13 @@ def test_standin_encoder_learns_then_is_frozen():
     assert sum(fit["losses"][-5:]) / 5 < 0.5 * sum(fit["losses"][:5]) / 5
     assert not any(p.requires_grad for p in model.audio_tower.parameters())
     assert not model.audio_tower.training
+
+
+def test_main_job_bar_needs_notes_and_heard_speech():
+    from scripts.demo import passed
+
+    assert passed({"exact_match": 0.93, "speech": {"token_error_rate": 0.16, "baseline_token_error_rate": 0.98}})
+    assert not passed({"exact_match": 0.89, "speech": {"token_error_rate": 0.16, "baseline_token_error_rate": 0.98}})
+    # speech no better than guessing: fails even with perfect notes
+    assert not passed({"exact_match": 1.0, "speech": {"token_error_rate": 0.5, "baseline_token_error_rate": 0.98}})
+    assert passed({"exact_match": 0.9})  # --no-speech
