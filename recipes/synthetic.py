@@ -1,6 +1,6 @@
 """Synthetic audio data for the offline demo and tests: which notes are played?
 
-The demo task (``shared/design/demo-feasibility.md``): 3-6 pure tones, 0.25-0.35 s each, pitches from
+The demo task (``docs/demo-feasibility.md``): 3-6 pure tones, 0.25-0.35 s each, pitches from
 C4 D4 E4 F4 G4 A4 B4 C5, random amplitude and phase, small gaps, light noise -> the response lists their
 names in order ("C4 E4 G4 A4"). Everything is deterministic for a seed: sample ``i`` depends only on
 ``(seed, i)``, so a larger dataset starts with the same samples as a smaller one.
