@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .atomic import current_umask, fsync_path
+
 logger = logging.getLogger(__name__)
 
 # ModelCheckpoint's default file names ("{epoch}-{step}", "-v1" when a name is taken)
@@ -31,16 +33,7 @@ def _old_prefix(out: Path) -> str:
 def _fsync_tree(root: Path) -> None:
     """Flush every file under ``root`` (and the folders) to disk before the rename makes them visible."""
     for path in sorted(root.rglob("*"), reverse=True) + [root]:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fsync_path(path)
 
 
 def write_dir_atomically(out, write: Callable[[Path], None], is_ours: Callable[[Path], bool]) -> Path:
@@ -56,7 +49,7 @@ def write_dir_atomically(out, write: Callable[[Path], None], is_ours: Callable[[
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out), dir=out.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the usual permissions
         write(tmp)
         _fsync_tree(tmp)
         if out.exists():
@@ -70,12 +63,6 @@ def write_dir_atomically(out, write: Callable[[Path], None], is_ours: Callable[[
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_writable(directory, what: str) -> None:

@@ -1,5 +1,6 @@
 """Crash-safe outputs of long CLI jobs: an append-only JSONL journal (one record per finished unit of work,
-flushed and fsynced as it is written) and atomic file replacement for summaries derived from it.
+flushed and fsynced as it is written); summaries derived from it are replaced with
+`recipes.atomic.atomic_write_text`.
 
 A killed job leaves every record it finished; a re-run opens the same journal, reads them back and only does
 what is missing. The journal's first line records the run's settings: a re-run whose settings differ (another
@@ -10,31 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync, then ``os.replace``:
-    readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 class Journal:

@@ -54,6 +54,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from audio_adapter.tokenizer import control_tokens_in
+from recipes.atomic import atomic_write_text
 from scripts._common import (
     add_extension_args,
     add_model_args,
@@ -66,7 +67,7 @@ from scripts._common import (
     parse_with_extension,
     read_audio,
 )
-from scripts._journal import Journal, atomic_write_text
+from scripts._journal import Journal
 
 ANSWER_PATTERN = re.compile(r"\((\d)\)")  # the paper's answer regex
 MCQA_INSTRUCTION = (

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,10 +46,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from recipes.atomic import atomic_open, atomic_write_text
 from recipes.longform import (
     ITEMS_PER_WINDOW,
     LONGFORM_MODEL,
-    MARKER,
     QUESTIONS,
     TOKENS_PER_ITEM,
     ITEM_NAMES,
@@ -103,15 +102,8 @@ class LongformConfig:
 
 
 def _save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _progress(console: Console) -> Progress:
@@ -298,7 +290,7 @@ def run_sweep_at_longest(cfg, model, tokens, cache, out, console):
             points.append(SweepPoint(c, t, correct / total, total, correct, 0))
             progress.advance(task)
     Method("none").apply(model, base_seconds)
-    _write_text(done_path, json.dumps([asdict(p) for p in points]))
+    atomic_write_text(done_path, json.dumps([asdict(p) for p in points]))
     write_csv(points, out / "sweep.csv")
     plot_heatmap(points, out / "sweep.png", title=f"partial_yarn at 8x T ({n * TOKENS_PER_ITEM} tokens), all questions")
     console.print(sweep_table(points))
@@ -318,12 +310,10 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def result_table(agg: list[dict], cfg: LongformConfig) -> Table:
@@ -381,10 +371,9 @@ def plot(agg: list[dict], cfg: LongformConfig, path: Path) -> None:
     axes[0].set_ylabel("accuracy (8 choices; chance 0.125)")
     axes[-1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run_longform(cfg: LongformConfig, console: Console | None = None, only: Sequence[str] | None = None) -> dict:
@@ -409,7 +398,7 @@ def _run(cfg: LongformConfig, console: Console, only: Sequence[str] | None = Non
     recorded = json.loads(json.dumps(recorded))
     if config_path.is_file() and json.loads(config_path.read_text()) != recorded:
         raise SystemExit(f"{out} holds a run with other settings ({config_path}); use another --out")
-    _write_text(config_path, json.dumps(recorded, indent=1))
+    atomic_write_text(config_path, json.dumps(recorded, indent=1))
     start = time.perf_counter()
     timings: dict[str, float] = {}
     console.rule("[bold]long-form benchmark[/bold] (tiny model, CPU)")
@@ -461,7 +450,7 @@ def _run(cfg: LongformConfig, console: Console, only: Sequence[str] | None = Non
         "sweep": [asdict(p) for p in sweep_points] if sweep_points else None,
         "config": recorded,
     }
-    _write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     console.print(f"{total:.0f} s in all; {out / 'longform.csv'}, {out / 'longform.png'}, {out / 'sweep.png'}")
     return summary
 
