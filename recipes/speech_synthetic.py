@@ -13,14 +13,12 @@ stream, so sample ``i`` depends only on ``(seed, i)``. Audio is written as FLAC 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
-from .synthetic import SyntheticDataset, _rng, _write_flac, mcqa_prompt
+from .synthetic import SyntheticDataset, _rng, mcqa_entry_fields, shard_dataset, write_clip_dataset
 from .tts import random_speaker, synthesize
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -102,39 +100,15 @@ def speech_mcqa_sample(seed: int, index: int, min_seconds: float = 5.0, max_seco
     }
 
 
-def _shard(root: Path, manifest: Path, split: str, maxcount: int, progress: bool) -> tuple[list[str], str]:
-    from .shard_writer import write_shards
-
-    pattern = str(root / "shards" / f"{split}-%06d.tar")
-    summary = write_shards(manifest, pattern, maxcount=maxcount, progress=progress)
-    if summary.total_skipped:
-        raise RuntimeError(f"synthetic samples were skipped while sharding: {summary.problems[:3]}")
-    return summary.shards, pattern
-
-
 def make_digits_dataset(out_dir: str | os.PathLike, num_samples: int, seed: int = 0, split: str = "train",
                         min_digits: int = 3, max_digits: int = 5, write_shards: bool = True, maxcount: int = 1000,
                         progress: bool = False) -> SyntheticDataset:
     """Write ``num_samples`` spoken-digit clips like `recipes.synthetic.make_notes_dataset`: FLAC files,
     ``out_dir/<split>.jsonl`` (``{"key", "audio", "prompt", "response", "text", "speaker"}``) and shards."""
-    root = Path(out_dir)
-    audio_dir = root / split / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    manifest = root / f"{split}.jsonl"
-    keys = []
-    with open(manifest, "w", encoding="utf-8") as f:
-        for i in range(num_samples):
-            s = digits_sample(seed, i, min_digits, max_digits)
-            path = audio_dir / f"{s['key']}.flac"
-            _write_flac(path, s["audio"], s["sampling_rate"])
-            entry = {"key": s["key"], "audio": str(path.relative_to(root)), "prompt": s["prompt"],
-                     "response": s["response"], "text": s["text"], "speaker": s["speaker"]}
-            f.write(json.dumps(entry) + "\n")
-            keys.append(s["key"])
-    ds = SyntheticDataset(root=root, manifest=manifest, audio_dir=audio_dir, keys=keys)
-    if write_shards:
-        ds.shards, ds.shard_pattern = _shard(root, manifest, split, maxcount, progress)
-    return ds
+    samples = (digits_sample(seed, i, min_digits, max_digits) for i in range(num_samples))
+    ds = write_clip_dataset(out_dir, split, samples, lambda s: {
+        "prompt": s["prompt"], "response": s["response"], "text": s["text"], "speaker": s["speaker"]})
+    return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
 
 
 def make_speech_mcqa_dataset(out_dir: str | os.PathLike, num_samples: int, seed: int = 0, split: str = "speech_mcqa",
@@ -143,26 +117,10 @@ def make_speech_mcqa_dataset(out_dir: str | os.PathLike, num_samples: int, seed:
     """Write FLAC recordings and ``out_dir/<split>.jsonl`` in the layout `scripts.eval_mcqa` reads (``audio``,
     ``question``, ``choices``, ``answer``, ``seconds``) plus ``kind``, ``text`` and the lettered
     ``prompt``/``response`` (so the same file can be sharded for training)."""
-    root = Path(out_dir)
-    audio_dir = root / split / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    manifest = root / f"{split}.jsonl"
-    keys = []
-    with open(manifest, "w", encoding="utf-8") as f:
-        for i in range(num_samples):
-            s = speech_mcqa_sample(seed, i, min_seconds, max_seconds)
-            path = audio_dir / f"{s['key']}.flac"
-            _write_flac(path, s["audio"], s["sampling_rate"])
-            entry = {"key": s["key"], "audio": str(path.relative_to(root)), "question": s["question"],
-                     "choices": s["choices"], "answer": s["answer"], "kind": s["kind"],
-                     "seconds": round(s["seconds"], 3), "text": s["text"],
-                     "prompt": mcqa_prompt(s["question"], s["choices"]), "response": "ABCD"[s["answer"]]}
-            f.write(json.dumps(entry) + "\n")
-            keys.append(s["key"])
-    ds = SyntheticDataset(root=root, manifest=manifest, audio_dir=audio_dir, keys=keys)
-    if write_shards:
-        ds.shards, ds.shard_pattern = _shard(root, manifest, split, maxcount, progress)
-    return ds
+    samples = (speech_mcqa_sample(seed, i, min_seconds, max_seconds) for i in range(num_samples))
+    ds = write_clip_dataset(out_dir, split, samples, lambda s: {
+        **mcqa_entry_fields(s), "seconds": round(s["seconds"], 3), "text": s["text"]})
+    return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
 
 
 def speech_activity(audio: np.ndarray, sr: int, frame_seconds: float = 0.02, threshold: float = 0.02) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,38 @@ def _write_flac(path: Path, audio: np.ndarray, sr: int) -> None:
     sf.write(str(path), audio, sr, format="FLAC", subtype="PCM_16")
 
 
+def write_clip_dataset(
+    out_dir: str | os.PathLike, split: str, samples: Iterable[dict], entry_fields: Callable[[dict], dict]
+) -> SyntheticDataset:
+    """The layout every synthetic task writes: each sample's ``audio`` as ``out_dir/<split>/audio/<key>.flac`` and
+    one line per sample in ``out_dir/<split>.jsonl``: ``{"key", "audio"}`` (audio path relative to ``out_dir``)
+    plus ``entry_fields(sample)``."""
+    root = Path(out_dir)
+    audio_dir = root / split / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    manifest = root / f"{split}.jsonl"
+    keys = []
+    with open(manifest, "w", encoding="utf-8") as f:
+        for s in samples:
+            path = audio_dir / f"{s['key']}.flac"
+            _write_flac(path, s["audio"], s["sampling_rate"])
+            f.write(json.dumps({"key": s["key"], "audio": str(path.relative_to(root)), **entry_fields(s)}) + "\n")
+            keys.append(s["key"])
+    return SyntheticDataset(root=root, manifest=manifest, audio_dir=audio_dir, keys=keys)
+
+
+def shard_dataset(ds: SyntheticDataset, split: str, maxcount: int = 1000, progress: bool = False) -> SyntheticDataset:
+    """Write ``ds``'s manifest as ``<root>/shards/<split>-%06d.tar``; a synthetic sample skipped is a bug: raise."""
+    from .shard_writer import write_shards
+
+    pattern = str(ds.root / "shards" / f"{split}-%06d.tar")
+    summary = write_shards(ds.manifest, pattern, maxcount=maxcount, progress=progress)
+    if summary.total_skipped:
+        raise RuntimeError(f"synthetic samples were skipped while sharding: {summary.problems[:3]}")
+    ds.shards, ds.shard_pattern = summary.shards, pattern
+    return ds
+
+
 def make_notes_dataset(
     out_dir: str | os.PathLike,
     num_samples: int,
@@ -142,36 +175,11 @@ def make_notes_dataset(
     (``{"key", "audio", "prompt", "response", "notes"}``; audio paths relative to ``out_dir``) and, with
     ``write_shards``, ``out_dir/shards/<split>-%06d.tar``."""
     cfg = cfg or NotesConfig()
-    root = Path(out_dir)
-    audio_dir = root / split / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    manifest = root / f"{split}.jsonl"
-    keys = []
-    with open(manifest, "w", encoding="utf-8") as f:
-        for i in range(num_samples):
-            s = notes_sample(seed, i, cfg, prompt)
-            path = audio_dir / f"{s['key']}.flac"
-            _write_flac(path, s["audio"], s["sampling_rate"])
-            entry = {
-                "key": s["key"],
-                "audio": str(path.relative_to(root)),
-                "prompt": s["prompt"],
-                "response": s["response"],
-                "notes": s["notes"],
-            }
-            f.write(json.dumps(entry) + "\n")
-            keys.append(s["key"])
-    ds = SyntheticDataset(root=root, manifest=manifest, audio_dir=audio_dir, keys=keys)
-    if write_shards:
-        from .shard_writer import write_shards as _write
-
-        pattern = str(root / "shards" / f"{split}-%06d.tar")
-        summary = _write(manifest, pattern, maxcount=maxcount, progress=progress)
-        if summary.total_skipped:
-            raise RuntimeError(f"synthetic samples were skipped while sharding: {summary.problems[:3]}")
-        ds.shards = summary.shards
-        ds.shard_pattern = pattern
-    return ds
+    samples = (notes_sample(seed, i, cfg, prompt) for i in range(num_samples))
+    ds = write_clip_dataset(
+        out_dir, split, samples, lambda s: {"prompt": s["prompt"], "response": s["response"], "notes": s["notes"]}
+    )
+    return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
 
 
 # ------------------------------------------------------------------------------------------ MCQA
@@ -234,26 +242,18 @@ def make_mcqa_dataset(
     """Write FLAC clips and ``out_dir/<split>.jsonl`` with ``{"key", "audio", "question", "choices", "answer",
     "kind", "prompt", "response"}`` (``prompt``/``response``: the lettered form, so the same file can be sharded)."""
     cfg = cfg or NotesConfig()
-    root = Path(out_dir)
-    audio_dir = root / split / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    manifest = root / f"{split}.jsonl"
-    keys = []
-    with open(manifest, "w", encoding="utf-8") as f:
-        for i in range(num_samples):
-            s = mcqa_sample(seed, i, cfg)
-            path = audio_dir / f"{s['key']}.flac"
-            _write_flac(path, s["audio"], s["sampling_rate"])
-            entry = {
-                "key": s["key"],
-                "audio": str(path.relative_to(root)),
-                "question": s["question"],
-                "choices": s["choices"],
-                "answer": s["answer"],
-                "kind": s["kind"],
-                "prompt": mcqa_prompt(s["question"], s["choices"]),
-                "response": "ABCD"[s["answer"]],
-            }
-            f.write(json.dumps(entry) + "\n")
-            keys.append(s["key"])
-    return SyntheticDataset(root=root, manifest=manifest, audio_dir=audio_dir, keys=keys)
+    samples = (mcqa_sample(seed, i, cfg) for i in range(num_samples))
+    return write_clip_dataset(out_dir, split, samples, mcqa_entry_fields)
+
+
+def mcqa_entry_fields(sample: dict) -> dict:
+    """Manifest fields of an MCQA sample: the layout `scripts.eval_mcqa` reads, plus the lettered
+    ``prompt``/``response`` (so the same file can be sharded for training)."""
+    return {
+        "question": sample["question"],
+        "choices": sample["choices"],
+        "answer": sample["answer"],
+        "kind": sample["kind"],
+        "prompt": mcqa_prompt(sample["question"], sample["choices"]),
+        "response": "ABCD"[sample["answer"]],
+    }
