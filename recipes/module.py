@@ -418,7 +418,7 @@ class AudioVLMLightningModule(pl.LightningModule):
         if init_from is not None:
             load_projector_file(net, init_from)
         if gradient_checkpointing:
-            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            net.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.audio_token_rows: AudioTokenRows | None = None
         if self.stage == 1:
             net.audio_projector.float().requires_grad_(True)

@@ -119,7 +119,7 @@ def test_gradient_checkpointing_same_gradients(shards):
             for name, p in module.named_parameters():
                 if ".lora_B." in name:
                     p.fill_(0.01)
-        assert module.audio_vlm.is_gradient_checkpointing == checkpointing
+        assert module.audio_vlm.is_activation_checkpointing == checkpointing
         batch = next(iter(AudioShardDataset(shards["glob"], module.processor, batch_size=2)))
         module.model(**model_inputs(batch)).loss.backward()
         grads.append({n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad})
