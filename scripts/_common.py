@@ -201,3 +201,16 @@ def extension_label(extension: AudioContextExtension) -> str:
         return "none"
     extra = f"c={extension.cutoff}, t={extension.temperature:g}, " if extension.method == "partial_yarn" else ""
     return f"{extension.method}({extra}base={extension.base_audio_seconds:g}s)"
+
+
+def save_model_folder(model, processor, out: str | os.PathLike) -> Path:
+    """``model`` + ``processor`` as one ``save_pretrained`` folder, written whole
+    (`recipes.run_files.write_dir_atomically`): a kill leaves the previous folder or none, never a half-written
+    one. An existing ``out`` is replaced only when it is empty or itself a saved model (holds ``config.json``)."""
+    from recipes.run_files import write_dir_atomically
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(str(folder))
+        processor.save_pretrained(folder)
+
+    return write_dir_atomically(out, write, is_ours=lambda folder: (folder / "config.json").is_file())

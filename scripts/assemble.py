@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from scripts._common import DTYPES
+from scripts._common import DTYPES, save_model_folder
 
 
 def assemble(vlm: str, whisper: str, out: str | os.PathLike, dtype: str | None = None, audio_pool_stride: int = 1) -> Path:
@@ -35,12 +34,7 @@ def assemble(vlm: str, whisper: str, out: str | os.PathLike, dtype: str | None =
         vlm, whisper, audio_pool_stride=audio_pool_stride, dtype=None if dtype is None else DTYPES[dtype]
     )
     processor = AudioVLMProcessor.from_parts(vlm, whisper, audio_pool_stride=audio_pool_stride)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    processor.save_pretrained(tmp)
-    os.replace(tmp, out)
-    return out
+    return save_model_folder(model, processor, out)
 
 
 def main(argv: list[str] | None = None) -> int:

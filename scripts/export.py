@@ -29,6 +29,7 @@ from recipes.module import (
     build_model_and_processor,
     load_projector_file,
 )
+from scripts._common import save_model_folder
 
 
 def export(
@@ -81,10 +82,7 @@ def export(
     if any("lora_" in name for name, _ in model.named_parameters()):
         raise RuntimeError("LoRA layers remain after merging")
     model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    processor.save_pretrained(out)
-    return out
+    return save_model_folder(model, processor, out)
 
 
 def main(argv: list[str] | None = None) -> int:
