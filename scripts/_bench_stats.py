@@ -25,8 +25,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from transformers import LogitsProcessor
 
 cpu_clock = time.thread_time
+
+
+class StepClock(LogitsProcessor):
+    """Records `cpu_clock` at every decoding step of `generate()` (a logits processor runs once per step, after
+    the forward): consecutive stamps time the decode steps from inside one generate call."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.stamps.append(cpu_clock())
+        return scores
 
 
 def timed(fn: Callable[[], object], clock: Callable[[], float] = cpu_clock) -> Callable[[], float]:

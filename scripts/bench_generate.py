@@ -29,7 +29,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from transformers import (
-    LogitsProcessor,
     LogitsProcessorList,
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
@@ -37,7 +36,7 @@ from transformers import (
 )
 
 from audio_adapter.testing import tiny_model_and_processor
-from scripts._bench_stats import cpu_clock, interleave, paired_ratio, timed
+from scripts._bench_stats import StepClock, interleave, paired_ratio, timed
 
 TIME_TARGET = 1.10
 STOCK_TARGET = 1.03
@@ -96,15 +95,6 @@ def peer_inputs(inputs: dict) -> dict:
     }
 
 
-class _StepClock(LogitsProcessor):
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-
-    def __call__(self, input_ids, scores):
-        self.stamps.append(cpu_clock())
-        return scores
-
-
 def encoder_counts(model, tower, inputs: dict, new_tokens: int) -> dict[str, tuple[int, int]]:
     """{mode: (encoder calls, windows encoded)} per generate()."""
     counts = {}
@@ -125,7 +115,7 @@ def encoder_counts(model, tower, inputs: dict, new_tokens: int) -> dict[str, tup
 def decode_step_measure(model, inputs: dict, new_tokens: int):
     @torch.no_grad()
     def measure() -> float:
-        clock = _StepClock()
+        clock = StepClock()
         model.generate(**inputs, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False,
                        logits_processor=LogitsProcessorList([clock]))
         steps = sorted(b - a for a, b in zip(clock.stamps, clock.stamps[1:]))

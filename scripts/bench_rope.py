@@ -33,10 +33,10 @@ import statistics
 
 import torch
 from rich.console import Console
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessorList
 
 from audio_adapter.testing import tiny_model_and_processor
-from scripts._bench_stats import RatioResult, bootstrap_median_ci, cpu_clock, interleave, paired_ratio, timed
+from scripts._bench_stats import RatioResult, StepClock, bootstrap_median_ci, cpu_clock, interleave, paired_ratio, timed
 
 PREFILL_TARGET = 1.03
 DECODE_TARGET = 1.01
@@ -77,17 +77,6 @@ def build_inputs(model, processor, audio_tokens: int, batch: int = 1) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_encoder_outputs": {"audio": [audio] * batch}}
 
 
-class _StepClock(LogitsProcessor):
-    """Records the time of every decoding step (the processor runs once per step, after the forward)."""
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-
-    def __call__(self, input_ids, scores):
-        self.stamps.append(cpu_clock())
-        return scores
-
-
 def filled_cache(model, batch: int, length: int) -> DynamicCache:
     """A KV cache holding `length` tokens of random keys/values in every layer (decode cost does not depend on
     the values, only on the shapes)."""
@@ -112,7 +101,7 @@ def decode_step_measure(model, inputs: dict, setting: dict, new_tokens: int, cac
     def measure() -> float:
         model.set_context_extension(**setting)
         model.model.rope_deltas = None  # let generate derive the prompt's positions as for a fresh prompt
-        clock = _StepClock()
+        clock = StepClock()
         model.generate(
             input_ids=ids,
             attention_mask=mask,
