@@ -282,11 +282,10 @@ def _replica_tokenizer_files() -> Path:
     it is done once per machine (under ``$AUDIO_VLM_CACHE``, like `build_qwen_tokenizer`)."""
     import hashlib
     import os
-    import shutil
 
     from tokenizers import AddedToken
 
-    from .tokenizer import _cache_dir, _convert_bpe, _qwen_tiktoken_file
+    from .tokenizer import _cache_dir, _convert_bpe, _qwen_tiktoken_file, publish_cache_dir
 
     source = _qwen_tiktoken_file()
     digest = hashlib.sha1(f"{source.stat().st_size}:replica:v2".encode()).hexdigest()[:10]
@@ -309,10 +308,7 @@ def _replica_tokenizer_files() -> Path:
     _write_json(tmp / "vocab.json", spec["model"]["vocab"])
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
     (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    try:
-        os.replace(tmp, cached)  # atomic publish; a concurrent builder may have won the race
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_cache_dir(tmp, cached)
     return cached
 
 

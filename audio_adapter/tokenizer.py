@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 # In Qwen2-VL order: the real tokenizer gives these ids 151643..151656.
@@ -129,11 +130,17 @@ def build_qwen_tokenizer(max_rank: int | None = None, cache: bool = True):
     if cache:
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
         tokenizer.save_pretrained(str(tmp))
-        try:
-            os.replace(tmp, cached)  # atomic publish; a concurrent builder may have won the race
-        except OSError:
-            pass
+        publish_cache_dir(tmp, cached)
     return tokenizer
+
+
+def publish_cache_dir(tmp: Path, cached: Path) -> None:
+    """Rename a fully written ``tmp`` folder to ``cached`` (atomic on one file system). A concurrent builder may
+    have published first: then its copy is kept and ``tmp`` removed."""
+    try:
+        os.replace(tmp, cached)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _convert_bpe(source: Path, n_ranks: int):
