@@ -232,7 +232,9 @@ def audio_token_count(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SEC
     return sum(window_token_count(mel_frames(n), pool_stride) for n in chunk_lengths(num_samples, chunk_seconds))
 
 
-def chunk_waveform(waveform: torch.Tensor, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_waveform(
+    waveform: torch.Tensor, chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(T,) 16 kHz -> ((num_chunks, chunk_samples) zero-padded windows, (num_chunks,) real samples each)."""
     if waveform.ndim != 1:
         raise ValueError(f"chunk_waveform takes a mono (T,) waveform, got shape {tuple(waveform.shape)}")
@@ -301,7 +303,9 @@ class LogMelSpectrogram:
             longest = int(lengths.max())
         return self.from_pieces(list(windows), longest, out)
 
-    def from_pieces(self, pieces: Sequence[torch.Tensor], longest: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    def from_pieces(
+        self, pieces: Sequence[torch.Tensor], longest: int, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Windows given as 1-D float32 pieces (real audio, implicitly zero-padded to the chunk; nothing past
         `longest` samples is non-zero) -> (len(pieces), n_mels, num_frames), written into `out` when given."""
         # Frame t sees samples [160 t - 200, 160 t + 200): frames from ceil((longest + 200) / 160) on see only
@@ -375,7 +379,9 @@ def extract_features(
     # Windows are filled only up to the batch's longest real audio: the padded zeros are never materialised.
     for first in range(0, len(segments), batch_size):
         batch_lengths = lengths[first : first + batch_size]
-        pieces = [clip[start : start + n] for (clip, start), n in zip(segments[first : first + batch_size], batch_lengths)]
+        pieces = [
+            clip[start : start + n] for (clip, start), n in zip(segments[first : first + batch_size], batch_lengths)
+        ]
         mel.from_pieces(pieces, max(batch_lengths), out=features[first : first + batch_size])
     frames = mel_frames(torch.tensor(lengths))
     mask = (torch.arange(mel.num_frames)[None, :] < frames[:, None]).long()

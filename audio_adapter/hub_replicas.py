@@ -223,11 +223,106 @@ WHISPER_PREPROCESSOR_CONFIG = {
 }
 # The 100 language tokens of whisper-large-v3(-turbo), in id order from 50259 (<|yue|> is v3's addition at 50358).
 WHISPER_LANGUAGES = (
-    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi", "fi", "vi",
-    "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk",
-    "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw",
-    "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
-    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
+    "en",
+    "zh",
+    "de",
+    "es",
+    "ru",
+    "ko",
+    "fr",
+    "ja",
+    "pt",
+    "tr",
+    "pl",
+    "ca",
+    "nl",
+    "ar",
+    "sv",
+    "it",
+    "id",
+    "hi",
+    "fi",
+    "vi",
+    "he",
+    "uk",
+    "el",
+    "ms",
+    "cs",
+    "ro",
+    "da",
+    "hu",
+    "ta",
+    "no",
+    "th",
+    "ur",
+    "hr",
+    "bg",
+    "lt",
+    "la",
+    "mi",
+    "ml",
+    "cy",
+    "sk",
+    "te",
+    "fa",
+    "lv",
+    "bn",
+    "sr",
+    "az",
+    "sl",
+    "kn",
+    "et",
+    "mk",
+    "br",
+    "eu",
+    "is",
+    "hy",
+    "ne",
+    "mn",
+    "bs",
+    "kk",
+    "sq",
+    "sw",
+    "gl",
+    "mr",
+    "pa",
+    "si",
+    "km",
+    "sn",
+    "yo",
+    "so",
+    "af",
+    "oc",
+    "ka",
+    "be",
+    "tg",
+    "sd",
+    "gu",
+    "am",
+    "yi",
+    "lo",
+    "uz",
+    "fo",
+    "ht",
+    "ps",
+    "tk",
+    "nn",
+    "mt",
+    "sa",
+    "lb",
+    "my",
+    "bo",
+    "tl",
+    "mg",
+    "as",
+    "tt",
+    "haw",
+    "ln",
+    "ha",
+    "ba",
+    "jw",
+    "su",
+    "yue",
 )
 # openai/whisper-large-v3-turbo generation_config.json (turbo's own alignment heads; it suppresses no tokens).
 WHISPER_GENERATION_CONFIG = {
@@ -251,7 +346,10 @@ WHISPER_GENERATION_CONFIG = {
 }
 
 # 5.x module names -> the legacy names the hub's Qwen2-VL safetensors use.
-_LEGACY_QWEN2_VL_KEYS = ((re.compile(r"^model\.language_model\."), "model."), (re.compile(r"^model\.visual\."), "visual."))
+_LEGACY_QWEN2_VL_KEYS = (
+    (re.compile(r"^model\.language_model\."), "model."),
+    (re.compile(r"^model\.visual\."), "visual."),
+)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -273,7 +371,9 @@ def _save_sharded(directory: Path, state: dict[str, torch.Tensor], shards: int) 
         for k, t in part.items():
             weight_map[k] = name
             total += t.numel() * t.element_size()
-    _write_json(directory / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    _write_json(
+        directory / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map}
+    )
 
 
 def _replica_tokenizer_files() -> Path:
@@ -320,7 +420,9 @@ def _write_qwen_tokenizer(directory: Path) -> None:
         shutil.copyfile(source / name, directory / name)
 
 
-def make_qwen2_vl_replica(directory: str | Path, seed: int = 0, padding_side: str | None = None, shards: int = 5) -> Path:
+def make_qwen2_vl_replica(
+    directory: str | Path, seed: int = 0, padding_side: str | None = None, shards: int = 5
+) -> Path:
     """Write a Qwen2-VL-7B-Instruct look-alike (tiny widths, random bf16 weights) to ``directory``.
 
     ``padding_side``: written into ``tokenizer_config.json`` when given (e.g. ``"right"``: the processor must still
@@ -368,7 +470,9 @@ def make_whisper_turbo_replica(directory: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = WhisperForConditionalGeneration(WhisperConfig.from_pretrained(str(directory)))
     # proj_out is tied to the decoder's token embedding: the hub file stores it once, as here.
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != "proj_out.weight"}
+    state = {
+        k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != "proj_out.weight"
+    }
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     return directory
 

@@ -108,7 +108,9 @@ def load_pretrained_parts(
             ``quantization_config`` for QLoRA; it must skip ``audio_tower``/``audio_projector``).
         hub_kwargs: passed to every ``from_pretrained`` (``revision``, ``cache_dir``, ``local_files_only``...).
     """
-    tokenizer = add_audio_tokens(tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(vlm, **hub_kwargs))
+    tokenizer = add_audio_tokens(
+        tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(vlm, **hub_kwargs)
+    )
     vlm_config = AutoConfig.from_pretrained(vlm, **hub_kwargs)
     if vlm_config.model_type not in ("qwen2_vl", AudioVLMConfig.model_type):
         raise ValueError(f"{vlm!r} is a {vlm_config.model_type!r} checkpoint, expected qwen2_vl")
@@ -178,12 +180,16 @@ def suppress_audio_tokens(generation_config, config) -> None:
 
 
 @torch.no_grad()
-def init_new_token_rows(model: AudioVLMForConditionalGeneration, token_ids: list[int], n_known: int | None = None) -> None:
+def init_new_token_rows(
+    model: AudioVLMForConditionalGeneration, token_ids: list[int], n_known: int | None = None
+) -> None:
     """Give newly added tokens the mean input (and output) embedding of the known vocabulary.
 
     Spare rows of a pretrained embedding are untrained (garbage or zeros); the mean row is a neutral start
     that keeps logits of the new tokens in the usual range."""
     n_known = min(token_ids) if n_known is None else n_known
-    for matrix in {id(m): m for m in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}.values():
+    for matrix in {
+        id(m): m for m in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)
+    }.values():
         mean = matrix[:n_known].float().mean(dim=0)
         matrix[token_ids] = mean.to(matrix.dtype)

@@ -41,7 +41,8 @@ class AudioVLMProcessor:
     ``input_features`` (num_chunks, n_mels, chunk_frames), ``input_features_mask`` (num_chunks, chunk_frames),
     ``pixel_values``, ``image_grid_thw``. Clips are matched to ``<|AUDIO|>`` placeholders in reading order
     across the batch. Batches are padded on the left (for generation) unless ``padding_side="right"`` is given,
-    whatever the tokenizer's own ``padding_side`` says. ``sampling_rate`` is required with audio (never assumed). Refused with a ValueError: a
+    whatever the tokenizer's own ``padding_side`` says. ``sampling_rate`` is required with audio (never assumed).
+    Refused with a ValueError: a
     bare 2-D array (stereo or two clips?), a ``<|AUDIO|>`` not written as ``<|audio_bos|><|AUDIO|><|audio_eos|>``,
     placeholders without their audio/images, and truncation that would cut an audio or image span.
     `apply_chat_template` refuses control tokens typed inside message text (see there).
@@ -75,11 +76,19 @@ class AudioVLMProcessor:
         self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
         # Every added token is split off before BPE, so typed inside text it would act as structure.
         added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-        self.control_tokens = tuple(dict.fromkeys([
-            *CONTROL_TOKENS,
-            *tokenizer.all_special_tokens,
-            *(t.content for t in added.values() if t.special or (t.content.startswith("<") and t.content.endswith(">"))),
-        ]))
+        self.control_tokens = tuple(
+            dict.fromkeys(
+                [
+                    *CONTROL_TOKENS,
+                    *tokenizer.all_special_tokens,
+                    *(
+                        t.content
+                        for t in added.values()
+                        if t.special or (t.content.startswith("<") and t.content.endswith(">"))
+                    ),
+                ]
+            )
+        )
 
     # ------------------------------------------------------------------ audio
     def audio_token_count(self, num_samples: int) -> int:
@@ -137,7 +146,8 @@ class AudioVLMProcessor:
                     kind = "an image" if token == IMAGE_TOKEN else "an audio"
                     raise ValueError(
                         f"truncation to max_length={limit} would cut {kind} span in text {i}, which needs {needed} "
-                        f"tokens: raise max_length to at least {needed}, shorten the text or the clip, or do not truncate"
+                        f"tokens: raise max_length to at least {needed}, shorten the text or the clip, "
+                        "or do not truncate"
                     )
 
     def _expand_audio_placeholders(self, texts: list[str], token_counts: list[int]) -> list[str]:
@@ -192,7 +202,9 @@ class AudioVLMProcessor:
         counts = [int(grid.prod()) // merge for grid in image_grid_thw]
         n_placeholders = sum(t.count(IMAGE_TOKEN) for t in texts)
         if n_placeholders != len(counts):
-            raise ValueError(f"text has {n_placeholders} {IMAGE_TOKEN} placeholders but {len(counts)} images were given")
+            raise ValueError(
+                f"text has {n_placeholders} {IMAGE_TOKEN} placeholders but {len(counts)} images were given"
+            )
         it = iter(counts)
         out = []
         for text in texts:
@@ -289,7 +301,9 @@ class AudioVLMProcessor:
                 if isinstance(content, str):
                     texts = [content]
                 else:
-                    texts = [it["text"] for it in content or () if isinstance(it, dict) and isinstance(it.get("text"), str)]
+                    texts = [
+                        it["text"] for it in content or () if isinstance(it, dict) and isinstance(it.get("text"), str)
+                    ]
                 for text in texts:
                     found = control_tokens_in(text, self.control_tokens)
                     if found:

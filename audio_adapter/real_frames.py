@@ -52,9 +52,7 @@ def whisper_encoder_forward(tower: WhisperEncoder, input_features: torch.Tensor)
     return tower.layer_norm(hidden)
 
 
-def encode_real_frames(
-    tower: WhisperEncoder, input_features: torch.Tensor, mel_frames: torch.Tensor
-) -> torch.Tensor:
+def encode_real_frames(tower: WhisperEncoder, input_features: torch.Tensor, mel_frames: torch.Tensor) -> torch.Tensor:
     """Encode each window over its first `mel_frames[i]` mel frames only.
 
     Windows of equal length run as one batch; a window's result never depends on the other windows.

@@ -134,9 +134,7 @@ def tiny_config(processor: AudioVLMProcessor, **overrides) -> AudioVLMConfig:
     )
 
 
-def tiny_model_and_processor(
-    seed: int = 0, **overrides
-) -> tuple[AudioVLMForConditionalGeneration, AudioVLMProcessor]:
+def tiny_model_and_processor(seed: int = 0, **overrides) -> tuple[AudioVLMForConditionalGeneration, AudioVLMProcessor]:
     """A tiny random-init `AudioVLMForConditionalGeneration` (float32, eval mode) and its offline processor.
 
     Deterministic for a seed; nothing touches the network. Overrides: see `TINY_DEFAULTS`.

@@ -17,9 +17,7 @@ def _check_inv_freq(inv_freq: torch.Tensor, batch: int) -> torch.Tensor:
         return inv_freq.float()[None, None, :]
     if inv_freq.ndim == 2:
         if inv_freq.shape[0] not in (1, batch):
-            raise ValueError(
-                f"per-sample inv_freq has batch {inv_freq.shape[0]}, positions have batch {batch}"
-            )
+            raise ValueError(f"per-sample inv_freq has batch {inv_freq.shape[0]}, positions have batch {batch}")
         return inv_freq.float()[:, None, :]
     raise ValueError(f"inv_freq must be (D/2,) or (B, D/2), got shape {tuple(inv_freq.shape)}")
 
@@ -29,9 +27,7 @@ def _check_mrope_section(mrope_section: Sequence[int] | None, half_dim: int) -> 
         raise ValueError("position_ids with 3 rows (M-RoPE t/h/w) need mrope_section, got None")
     section = [int(s) for s in mrope_section]
     if any(s < 0 for s in section) or sum(section) != half_dim:
-        raise ValueError(
-            f"mrope_section {list(mrope_section)} must be non-negative and sum to head_dim/2 = {half_dim}"
-        )
+        raise ValueError(f"mrope_section {list(mrope_section)} must be non-negative and sum to head_dim/2 = {half_dim}")
     return section
 
 
@@ -93,9 +89,7 @@ def cos_sin_from_angles(
         return cos, sin
     if isinstance(scale, torch.Tensor):
         if scale.shape != angles.shape[:2]:
-            raise ValueError(
-                f"scale tensor must be (B, L) = {tuple(angles.shape[:2])}, got shape {tuple(scale.shape)}"
-            )
+            raise ValueError(f"scale tensor must be (B, L) = {tuple(angles.shape[:2])}, got shape {tuple(scale.shape)}")
         factor = scale.to(device=cos.device, dtype=torch.float32)[..., None]
         return cos * factor, sin * factor
     return cos * float(scale), sin * float(scale)

@@ -72,7 +72,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 continue
             logger.warning(
                 "checkpoint %s is damaged (%s); resuming from %s instead (global step %s). Delete the damaged file "
-                "once the run goes on.", bad, damage, other, checkpoint.get("global_step"),
+                "once the run goes on.",
+                bad,
+                damage,
+                other,
+                checkpoint.get("global_step"),
             )
             return checkpoint
         raise CheckpointDamagedError(
@@ -84,5 +88,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def _not_damage(exc: Exception) -> bool:
     """Errors that say nothing about the file's bytes: torch refusing a type under weights_only loading."""
     return isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("Weights only load failed")
-
-

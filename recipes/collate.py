@@ -105,7 +105,9 @@ class AudioCollator:
         batch["audio_chunk_counts"] = torch.tensor(
             [max(1, math.ceil(n / self.chunk_samples)) for n in lengths], dtype=torch.long
         )
-        batch["audio_token_counts"] = torch.tensor([self.processor.audio_token_count(n) for n in lengths], dtype=torch.long)
+        batch["audio_token_counts"] = torch.tensor(
+            [self.processor.audio_token_count(n) for n in lengths], dtype=torch.long
+        )
         if "input_features" in batch and batch["input_features"].shape[0] != int(batch["audio_chunk_counts"].sum()):
             raise RuntimeError(
                 f"processor returned {batch['input_features'].shape[0]} feature chunks, expected "

@@ -297,7 +297,9 @@ class AudioShardDataset(IterableDataset):
             raise SampleSkipped(SkipReason.DUPLICATE_MEMBER, f"two .{raw['__duplicate__']} members")
         audio_ext = next((e for e in AUDIO_EXTENSIONS if e in raw), None)
         if audio_ext is None:
-            raise SampleSkipped(SkipReason.MISSING_AUDIO, f"members: {sorted(k for k in raw if not k.startswith('__'))}")
+            raise SampleSkipped(
+                SkipReason.MISSING_AUDIO, f"members: {sorted(k for k in raw if not k.startswith('__'))}"
+            )
         if "json" not in raw:
             raise SampleSkipped(SkipReason.MISSING_JSON)
         image_ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
@@ -368,7 +370,9 @@ class AudioShardDataset(IterableDataset):
         good = [s for s in samples if self.collate([s]) is not None]
         if len(good) == len(samples):  # no single culprit: the combination failed; drop the batch, counted
             for s in samples:
-                self.skip_counter.add(SkipReason.ENCODE_ERROR, key=s.get("key"), url=s.get("url"), detail="batch failed")
+                self.skip_counter.add(
+                    SkipReason.ENCODE_ERROR, key=s.get("key"), url=s.get("url"), detail="batch failed"
+                )
             return None
         return self.collate(good) if good else None
 
@@ -410,13 +414,17 @@ class AudioShardDataset(IterableDataset):
         logger.log(
             level,
             "[rank %d/%d worker %d/%d epoch %d] %d samples; %s",
-            rank, world, worker, nworkers, epoch, n_yielded, self.skip_counter.summary(),
+            rank,
+            world,
+            worker,
+            nworkers,
+            epoch,
+            n_yielded,
+            self.skip_counter.summary(),
         )
 
 
-def resume_plan(
-    batches: int, stream: Mapping[str, Any] | None, num_workers: int
-) -> tuple[dict[int, int], int] | None:
+def resume_plan(batches: int, stream: Mapping[str, Any] | None, num_workers: int) -> tuple[dict[int, int], int] | None:
     """Where each worker resumes after ``batches`` consumed batches of an epoch, from the training loop's
     record ``stream`` (``{"batches": {worker: batches consumed}, "positions": {worker: [raw samples after its
     previous batch, after its latest]}}``): ``({worker: raw samples to pass over}, batches to drop)``, or
@@ -705,7 +713,9 @@ def _build_datamodule_class():
             self._resume_position = (int(epoch), int(batches), stream)
 
         def train_dataloader(self) -> ShardLoader:
-            ds = self._dataset(self.train_shards, train=True, for_generation=False, padding_side=self.train_padding_side)
+            ds = self._dataset(
+                self.train_shards, train=True, for_generation=False, padding_side=self.train_padding_side
+            )
             loader = self._loader(ds, train=True)
             trainer = getattr(self, "trainer", None)
             if self._resume_position is not None:

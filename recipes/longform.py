@@ -113,10 +113,12 @@ def encode_clips(model, processor, clips: Sequence[np.ndarray], batch_windows: i
 
     stride = model.config.audio_pool_stride
     feats = extract_features(processor.prepare_audio(list(clips), SAMPLING_RATE), processor.mel)
-    pooled = torch.cat([
-        encode_pooled(model.audio_tower, feats["input_features"][i : i + batch_windows], stride)
-        for i in range(0, feats["input_features"].shape[0], batch_windows)
-    ])
+    pooled = torch.cat(
+        [
+            encode_pooled(model.audio_tower, feats["input_features"][i : i + batch_windows], stride)
+            for i in range(0, feats["input_features"].shape[0], batch_windows)
+        ]
+    )
     lengths = pooled_frame_lengths(feats["input_features_mask"], stride)
     windows = [pooled[w, : int(n)] for w, n in enumerate(lengths)]
     out, w = [], 0
@@ -159,7 +161,12 @@ class TaskTokens:
         )
 
     def input_ids(self, question: str, n_audio: int, batch: int) -> torch.Tensor:
-        ids = self.prefix + [self.audio_bos] + [self.audio] * n_audio + [self.audio_eos, self.question[question], self.colon]
+        ids = (
+            self.prefix
+            + [self.audio_bos]
+            + [self.audio] * n_audio
+            + [self.audio_eos, self.question[question], self.colon]
+        )
         return torch.tensor(ids)[None].expand(batch, -1).contiguous()
 
     def length(self, n_audio: int) -> int:
@@ -225,8 +232,13 @@ class TrainSettings:
     seed: int = 0
 
 
-def train_lm(model, tokens: TaskTokens, pool: TrainPool, settings: TrainSettings,
-             progress: Callable[[int, float, float], None] | None = None) -> dict:
+def train_lm(
+    model,
+    tokens: TaskTokens,
+    pool: TrainPool,
+    settings: TrainSettings,
+    progress: Callable[[int, float, float], None] | None = None,
+) -> dict:
     """Train the projector + the whole language model (from scratch) on the pool, questions taking turns.
 
     The model's context extension must be ``none`` (vanilla) -- VLAT adds ``virtual_audio_tokens`` drawn per
@@ -295,13 +307,15 @@ class Method:
         return self.name
 
     def apply(self, model, base_audio_seconds: float) -> None:
-        model.set_context_extension(method=self.name, base_audio_seconds=base_audio_seconds, cutoff=self.cutoff,
-                                    temperature=self.temperature)
+        model.set_context_extension(
+            method=self.name, base_audio_seconds=base_audio_seconds, cutoff=self.cutoff, temperature=self.temperature
+        )
 
 
 @torch.no_grad()
-def accuracy(model, tokens: TaskTokens, frames: torch.Tensor, items: torch.Tensor, question: str,
-             batch_size: int = 50) -> tuple[int, int]:
+def accuracy(
+    model, tokens: TaskTokens, frames: torch.Tensor, items: torch.Tensor, question: str, batch_size: int = 50
+) -> tuple[int, int]:
     """(correct, total) of ``question`` over cached recordings (frames (N, T, d), items (N, n))."""
     target = answers(items, question)
     correct = 0

@@ -134,14 +134,21 @@ def build_model_and_processor(
         net = net.to(torch_dtype)
     elif model == "pretrained":
         if not vlm or not whisper:
-            raise ValueError("model: pretrained needs both vlm (a Qwen2-VL checkpoint) and whisper (a Whisper checkpoint)")
+            raise ValueError(
+                "model: pretrained needs both vlm (a Qwen2-VL checkpoint) and whisper (a Whisper checkpoint)"
+            )
         from audio_adapter import load_pretrained_parts
 
         extra = {"model_kwargs": {"quantization_config": bnb}} if bnb is not None else {}
         processor = AudioVLMProcessor.from_parts(vlm, whisper, audio_pool_stride=audio_pool_stride)
         net = load_pretrained_parts(  # the processor's tokenizer: the 151k-token tokenizer is read once, not twice
-            vlm, whisper, tokenizer=processor.tokenizer, audio_pool_stride=audio_pool_stride,
-            context_extension=context_extension, dtype=torch_dtype, **extra
+            vlm,
+            whisper,
+            tokenizer=processor.tokenizer,
+            audio_pool_stride=audio_pool_stride,
+            context_extension=context_extension,
+            dtype=torch_dtype,
+            **extra,
         )
     else:
         path = Path(model)
@@ -166,19 +173,27 @@ def lora_target_regex(targets: Sequence[str] = DEFAULT_LORA_TARGETS) -> str:
     """A peft ``target_modules`` regex (full match) for the language model's attention projections only."""
     targets = list(targets)
     if not targets or not all(isinstance(t, str) and t.isidentifier() for t in targets):
-        raise ValueError(f"lora_targets must be non-empty module names such as {list(DEFAULT_LORA_TARGETS)}, got {targets}")
+        raise ValueError(
+            f"lora_targets must be non-empty module names such as {list(DEFAULT_LORA_TARGETS)}, got {targets}"
+        )
     return r"model\.language_model\.layers\.\d+\.self_attn\.(" + "|".join(targets) + ")"
 
 
 # ============================================================================================ projector file
-def save_projector_file(path, projector_weight: torch.Tensor, token_ids: Sequence[int], token_rows: torch.Tensor, stage: int) -> None:
+def save_projector_file(
+    path, projector_weight: torch.Tensor, token_ids: Sequence[int], token_rows: torch.Tensor, stage: int
+) -> None:
     from safetensors.torch import save_file
 
     tensors = {
         PROJECTOR_KEY: projector_weight.detach().float().cpu().contiguous(),
         TOKEN_ROWS_KEY: token_rows.detach().float().cpu().contiguous(),
     }
-    metadata = {"format": "audio_vlm_projector/1", "audio_token_ids": json.dumps(list(map(int, token_ids))), "stage": str(stage)}
+    metadata = {
+        "format": "audio_vlm_projector/1",
+        "audio_token_ids": json.dumps(list(map(int, token_ids))),
+        "stage": str(stage),
+    }
     save_file(tensors, str(path), metadata=metadata)
 
 
@@ -213,7 +228,9 @@ def load_projector_file(model, path) -> None:
         emb = model.get_input_embeddings().weight
         rows = tensors[TOKEN_ROWS_KEY]
         if rows.shape != (len(expected), emb.shape[1]):
-            raise ValueError(f"{path}: audio token rows {tuple(rows.shape)} do not fit the embedding {tuple(emb.shape)}")
+            raise ValueError(
+                f"{path}: audio token rows {tuple(rows.shape)} do not fit the embedding {tuple(emb.shape)}"
+            )
         emb[expected] = rows.to(emb.dtype)
 
 
@@ -261,8 +278,13 @@ def _rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -273,14 +295,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _all_gather(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (a one-element list outside torch.distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    ):
         out: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(out, obj)
         return out
@@ -387,7 +415,9 @@ class AudioVLMLightningModule(pl.LightningModule):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         if quantization is not None and stage != 2:
-            raise ValueError("quantization (QLoRA) is a stage-2 option: stage 1 trains the projector of a full-precision base")
+            raise ValueError(
+                "quantization (QLoRA) is a stage-2 option: stage 1 trains the projector of a full-precision base"
+            )
         _check_numeric_settings(locals())
         self.save_hyperparameters(ignore=["_model_and_processor"])
         self.stage = int(stage)
@@ -412,7 +442,12 @@ class AudioVLMLightningModule(pl.LightningModule):
         self.processor = processor
         self.output_dir = output_dir
         self.init_from = init_from
-        self.lora_settings = {"r": int(lora_r), "alpha": int(lora_alpha), "dropout": float(lora_dropout), "targets": list(lora_targets)}
+        self.lora_settings = {
+            "r": int(lora_r),
+            "alpha": int(lora_alpha),
+            "dropout": float(lora_dropout),
+            "targets": list(lora_targets),
+        }
 
         net.requires_grad_(False)
         if init_from is not None:
@@ -487,7 +522,9 @@ class AudioVLMLightningModule(pl.LightningModule):
             raise RuntimeError("no trainable parameters")
         bad = [n for n in names if "audio_tower" in n or ".visual." in n or (self.stage == 1 and "lora_" in n)]
         if self.stage == 1:
-            bad += [n for n in names if not (n.startswith("model.audio_projector.") or n.startswith("audio_token_rows."))]
+            bad += [
+                n for n in names if not (n.startswith("model.audio_projector.") or n.startswith("audio_token_rows."))
+            ]
         else:
             bad += [n for n in names if "lora_" not in n and not n.endswith("audio_projector.weight")]
             bad += [n for n in names if "lora_" in n and ".language_model.layers." not in n]
@@ -512,7 +549,9 @@ class AudioVLMLightningModule(pl.LightningModule):
             from extension.vlat import VirtualLengthSampler
 
             # each rank draws its own factors (rank 0 keeps the configured seed)
-            self.vlat_sampler = VirtualLengthSampler(self.vlat_strategy, seed=self.vlat_seed + 1_000_003 * self.global_rank)
+            self.vlat_sampler = VirtualLengthSampler(
+                self.vlat_strategy, seed=self.vlat_seed + 1_000_003 * self.global_rank
+            )
 
     def forward(self, **inputs):
         return self.model(**inputs)
@@ -532,7 +571,9 @@ class AudioVLMLightningModule(pl.LightningModule):
         if n_tokens:
             self.log("train/token_acc", acc, prog_bar=True, batch_size=batch_size)
         if self.trainer is not None and self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, batch_size=batch_size)
+            self.log(
+                "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, batch_size=batch_size
+            )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -574,7 +615,9 @@ class AudioVLMLightningModule(pl.LightningModule):
             return
         seconds = max(time.perf_counter() - self._t_batch, 1e-9)
         tokens = float(batch["audio_token_counts"].sum())
-        self.log("train/audio_tokens_per_s", tokens / seconds, prog_bar=True, batch_size=len(batch["audio_token_counts"]))
+        self.log(
+            "train/audio_tokens_per_s", tokens / seconds, prog_bar=True, batch_size=len(batch["audio_token_counts"])
+        )
 
     def on_train_epoch_end(self) -> None:
         self._position = (self.current_epoch + 1, 0)  # a checkpoint taken now resumes at the next epoch's start
@@ -633,13 +676,17 @@ class AudioVLMLightningModule(pl.LightningModule):
         trainable = set(self.trainable_parameter_names())
         missing = sorted(trainable - set(checkpoint["state_dict"]))
         if missing:
-            raise ValueError(f"checkpoint lacks trainable tensors {missing[:5]} ({len(missing)} total): different settings?")
+            raise ValueError(
+                f"checkpoint lacks trainable tensors {missing[:5]} ({len(missing)} total): different settings?"
+            )
         per_rank = state.get("per_rank") or []
         rank = self.global_rank if self._trainer is not None else 0
         same_ranks = len(per_rank) == (self.trainer.world_size if self._trainer is not None else 1)
         if per_rank:
             if not same_ranks:
-                logger.warning("checkpoint was written by %d ranks; RNG/VLAT states of rank 0 are reused", len(per_rank))
+                logger.warning(
+                    "checkpoint was written by %d ranks; RNG/VLAT states of rank 0 are reused", len(per_rank)
+                )
             mine = per_rank[rank] if rank < len(per_rank) else per_rank[0]
             self._pending_rng = mine["rng"]
             if self.vlat_sampler is not None and mine.get("vlat") is not None:
@@ -655,7 +702,9 @@ class AudioVLMLightningModule(pl.LightningModule):
         elif self._position[1]:
             logger.warning(
                 "resuming mid-epoch (%d batches into epoch %d) without a data module that can fast-forward: "
-                "the data order will differ from an uninterrupted run", self._position[1], self._position[0]
+                "the data order will differ from an uninterrupted run",
+                self._position[1],
+                self._position[0],
             )
 
     # ------------------------------------------------------------------ outputs
@@ -715,7 +764,11 @@ class AudioVLMLightningModule(pl.LightningModule):
 
         def write(out: Path) -> None:
             save_projector_file(
-                out / PROJECTOR_FILE, base.audio_projector.weight, audio_token_ids(base.config), self.token_rows(), self.stage
+                out / PROJECTOR_FILE,
+                base.audio_projector.weight,
+                audio_token_ids(base.config),
+                self.token_rows(),
+                self.stage,
             )
             if self.stage == 2:
                 self.model.save_pretrained(str(out / ADAPTER_DIR), save_embedding_layers=False)

@@ -45,7 +45,9 @@ def write_dir_atomically(out, write: Callable[[Path], None], is_ours: Callable[[
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output_dir {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not is_ours(out):
-        raise FileExistsError(f"output_dir {out} holds other files (it is not a training output folder): choose an empty or new folder")
+        raise FileExistsError(
+            f"output_dir {out} holds other files (it is not a training output folder): choose an empty or new folder"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out), dir=out.parent))
     try:
@@ -90,7 +92,8 @@ def check_run_dirs(output_dir, checkpoint_dirs: Iterable, is_ours: Callable[[Pat
             raise FileExistsError(f"output_dir {out} exists and is not a directory")
         if out.is_dir() and any(out.iterdir()) and not is_ours(out):
             raise FileExistsError(
-                f"output_dir {out} holds other files (it is not a training output folder): choose an empty or new folder"
+                f"output_dir {out} holds other files (it is not a training output folder): "
+                "choose an empty or new folder"
             )
         check_writable(out.parent, f"output_dir {out}: its parent folder")
     for directory in checkpoint_dirs:

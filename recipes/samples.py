@@ -71,7 +71,10 @@ def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
         if not isinstance(prompt, str) or not isinstance(response, str):
             raise SampleSkipped(SkipReason.BAD_JSON, "'prompt' and 'response' must be strings")
         user = [{"type": "audio"}] + ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": prompt}]
-        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": [{"type": "text", "text": response}]}]
+        messages = [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": [{"type": "text", "text": response}]},
+        ]
         system = record.get("system")
         if system is not None:
             if not isinstance(system, str):
@@ -168,7 +171,9 @@ def decode_audio(data: bytes, ext: str = "", max_seconds: float | None = None) -
 def _validated(audio: np.ndarray, sr: int, max_seconds: float | None) -> tuple[np.ndarray, int]:
     if audio.size == 0 or audio.shape[0] == 0:
         raise SampleSkipped(SkipReason.EMPTY_AUDIO, "zero frames")
-    if not np.isfinite(audio.sum()) and not np.isfinite(audio).all():  # a finite sum: all finite (inf on overflow: scan)
+    if (
+        not np.isfinite(audio.sum()) and not np.isfinite(audio).all()
+    ):  # a finite sum: all finite (inf on overflow: scan)
         raise SampleSkipped(SkipReason.NAN_AUDIO, "NaN or infinite samples")
     if max_seconds is not None and audio.shape[0] / sr > max_seconds:
         raise SampleSkipped(SkipReason.TOO_LONG, f"{audio.shape[0] / sr:.1f} s > max_audio_seconds={max_seconds}")

@@ -73,8 +73,9 @@ _DECOMPRESSORS = (
 
 
 class _Gunzip:
-    """A gzip stream's bytes, inflated with zlib in large steps (``gzip.GzipFile`` read our shards about 1.3x slower); each
-    ``read(n)`` returns at most ``n`` bytes, so a member that inflates to gigabytes never sits in memory.
+    """A gzip stream's bytes, inflated with zlib in large steps (``gzip.GzipFile`` read our shards about 1.3x
+    slower); each ``read(n)`` returns at most ``n`` bytes, so a member that inflates to gigabytes never sits in
+    memory.
     Multi-member gzip files are read whole; zero padding after the last member is ignored."""
 
     def __init__(self, raw):
@@ -279,7 +280,9 @@ def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER
                         current = {"__key__": key, "__url__": url}
                     n_members += 1
                     if max_member_bytes is not None and info.size > max_member_bytes:
-                        current["__too_large__"] = f"{info.name}: {info.size} bytes > max_member_bytes={max_member_bytes}"
+                        current["__too_large__"] = (
+                            f"{info.name}: {info.size} bytes > max_member_bytes={max_member_bytes}"
+                        )
                         continue  # tarfile seeks over it: a stream is read forwards and dropped, never held
                     try:
                         data = _member_bytes(tf, fileobj, info)
@@ -292,10 +295,15 @@ def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER
                 stop = tf.offset
             garbage, end, offset = _next_header(fileobj, stop, encoding)
             if offset is not None and garbage:
-                detail = (f"damaged tar data at offset {stop}: skipped {offset - stop} bytes to the next valid header "
-                          f"(the member(s) there are lost; {n_members} members read so far)")
+                detail = (
+                    f"damaged tar data at offset {stop}: skipped {offset - stop} bytes to the next valid header "
+                    f"(the member(s) there are lost; {n_members} members read so far)"
+                )
             elif garbage:
-                detail = f"unreadable data after {n_members} members: {end - stop} bytes from offset {stop} hold no valid tar header"
+                detail = (
+                    f"unreadable data after {n_members} members: {end - stop} bytes from offset {stop} "
+                    "hold no valid tar header"
+                )
             elif failure is not None:
                 detail = f"after {n_members} members: {failure}" if n_members else f"not a tar file ({failure})"
             else:

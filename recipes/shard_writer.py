@@ -161,13 +161,20 @@ def write_shards(
                 else:
                     if writer is None:
                         writer = wds.ShardWriter(
-                            pattern, maxcount=maxcount, maxsize=maxsize, verbose=0, mtime=0.0, post=summary.shards.append
+                            pattern,
+                            maxcount=maxcount,
+                            maxsize=maxsize,
+                            verbose=0,
+                            mtime=0.0,
+                            post=summary.shards.append,
                         )
                     writer.write(sample)
                     seen.add(key)
                     summary.written += 1
                 if bar is not None:
-                    bar.update(task, advance=1, description=f"written {summary.written}, skipped {summary.total_skipped}")
+                    bar.update(
+                        task, advance=1, description=f"written {summary.written}, skipped {summary.total_skipped}"
+                    )
     finally:
         if writer is not None:
             writer.close()  # calls post() for the last shard
@@ -222,7 +229,10 @@ def print_write_summary(summary: ShardWriteSummary, console=None, max_problems: 
     for reason, n in sorted(summary.skipped.items()):
         table.add_row(f"skipped: {reason}", str(n))
     console.print(table)
-    console.print(f"{len(summary.shards)} shard(s): " + (", ".join(summary.shards[:5]) + (" ..." if len(summary.shards) > 5 else "")))
+    console.print(
+        f"{len(summary.shards)} shard(s): "
+        + (", ".join(summary.shards[:5]) + (" ..." if len(summary.shards) > 5 else ""))
+    )
     for lineno, key, reason, detail in summary.problems[:max_problems]:
         console.print(f"  line {lineno} key={key}: {reason} {detail}", markup=False, highlight=False)
     if len(summary.problems) > max_problems:

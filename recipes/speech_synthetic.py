@@ -23,8 +23,24 @@ from .tts import random_speaker, synthesize
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGITS_PROMPT = "Which digits are spoken?"
-MCQA_WORDS = ("apple", "river", "table", "garden", "window", "yellow", "music", "pencil",
-              "orange", "silver", "doctor", "forest", "candle", "rocket", "button", "castle")
+MCQA_WORDS = (
+    "apple",
+    "river",
+    "table",
+    "garden",
+    "window",
+    "yellow",
+    "music",
+    "pencil",
+    "orange",
+    "silver",
+    "doctor",
+    "forest",
+    "candle",
+    "rocket",
+    "button",
+    "castle",
+)
 MCQA_KINDS = ("after", "first", "last")
 _STREAM_DIGITS, _STREAM_MCQA = 11, 12
 _WORD_SECONDS = 0.45  # a rough spoken-word length (with gaps) used to size a recording to its target
@@ -52,8 +68,9 @@ def digits_sample(seed: int, index: int, min_digits: int = 3, max_digits: int = 
     }
 
 
-def speech_mcqa_sample(seed: int, index: int, min_seconds: float = 5.0, max_seconds: float = 60.0,
-                       kind: str | None = None) -> dict:
+def speech_mcqa_sample(
+    seed: int, index: int, min_seconds: float = 5.0, max_seconds: float = 60.0, kind: str | None = None
+) -> dict:
     """A long-form spoken multiple-choice question (see the module docstring).
 
     The recording lasts roughly a length drawn uniformly in [min_seconds, max_seconds] (its real length is in
@@ -100,26 +117,50 @@ def speech_mcqa_sample(seed: int, index: int, min_seconds: float = 5.0, max_seco
     }
 
 
-def make_digits_dataset(out_dir: str | os.PathLike, num_samples: int, seed: int = 0, split: str = "train",
-                        min_digits: int = 3, max_digits: int = 5, write_shards: bool = True, maxcount: int = 1000,
-                        progress: bool = False) -> SyntheticDataset:
+def make_digits_dataset(
+    out_dir: str | os.PathLike,
+    num_samples: int,
+    seed: int = 0,
+    split: str = "train",
+    min_digits: int = 3,
+    max_digits: int = 5,
+    write_shards: bool = True,
+    maxcount: int = 1000,
+    progress: bool = False,
+) -> SyntheticDataset:
     """Write ``num_samples`` spoken-digit clips like `recipes.synthetic.make_notes_dataset`: FLAC files,
     ``out_dir/<split>.jsonl`` (``{"key", "audio", "prompt", "response", "text", "speaker"}``) and shards."""
     samples = (digits_sample(seed, i, min_digits, max_digits) for i in range(num_samples))
-    ds = write_clip_dataset(out_dir, split, samples, lambda s: {
-        "prompt": s["prompt"], "response": s["response"], "text": s["text"], "speaker": s["speaker"]})
+    ds = write_clip_dataset(
+        out_dir,
+        split,
+        samples,
+        lambda s: {"prompt": s["prompt"], "response": s["response"], "text": s["text"], "speaker": s["speaker"]},
+    )
     return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
 
 
-def make_speech_mcqa_dataset(out_dir: str | os.PathLike, num_samples: int, seed: int = 0, split: str = "speech_mcqa",
-                             min_seconds: float = 5.0, max_seconds: float = 60.0, write_shards: bool = False,
-                             maxcount: int = 1000, progress: bool = False) -> SyntheticDataset:
+def make_speech_mcqa_dataset(
+    out_dir: str | os.PathLike,
+    num_samples: int,
+    seed: int = 0,
+    split: str = "speech_mcqa",
+    min_seconds: float = 5.0,
+    max_seconds: float = 60.0,
+    write_shards: bool = False,
+    maxcount: int = 1000,
+    progress: bool = False,
+) -> SyntheticDataset:
     """Write FLAC recordings and ``out_dir/<split>.jsonl`` in the layout `scripts.eval_mcqa` reads (``audio``,
     ``question``, ``choices``, ``answer``, ``seconds``) plus ``kind``, ``text`` and the lettered
     ``prompt``/``response`` (so the same file can be sharded for training)."""
     samples = (speech_mcqa_sample(seed, i, min_seconds, max_seconds) for i in range(num_samples))
-    ds = write_clip_dataset(out_dir, split, samples, lambda s: {
-        **mcqa_entry_fields(s), "seconds": round(s["seconds"], 3), "text": s["text"]})
+    ds = write_clip_dataset(
+        out_dir,
+        split,
+        samples,
+        lambda s: {**mcqa_entry_fields(s), "seconds": round(s["seconds"], 3), "text": s["text"]},
+    )
     return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
 
 

@@ -93,7 +93,11 @@ def pretrain_standin_encoder(
         log_probs = head(pooled).log_softmax(-1)
         batch_targets = torch.cat([flat_targets[offsets[i] : offsets[i + 1]] for i in idx.tolist()])
         loss = F.ctc_loss(
-            log_probs.transpose(0, 1), batch_targets, lengths[idx], target_lengths[idx], blank=CTC_BLANK,
+            log_probs.transpose(0, 1),
+            batch_targets,
+            lengths[idx],
+            target_lengths[idx],
+            blank=CTC_BLANK,
             zero_infinity=True,
         )
         optimizer.zero_grad(set_to_none=True)

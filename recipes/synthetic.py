@@ -47,7 +47,9 @@ def _rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), int(stream)]))
 
 
-def tone(freq: float, seconds: float, sr: int, amplitude: float = 0.5, phase: float = 0.0, fade: float = 0.01) -> np.ndarray:
+def tone(
+    freq: float, seconds: float, sr: int, amplitude: float = 0.5, phase: float = 0.0, fade: float = 0.01
+) -> np.ndarray:
     """A pure sine with raised-cosine fades (no clicks), float32."""
     n = int(round(seconds * sr))
     t = np.arange(n) / sr
@@ -60,7 +62,9 @@ def tone(freq: float, seconds: float, sr: int, amplitude: float = 0.5, phase: fl
     return y.astype(np.float32)
 
 
-def synth_notes(rng: np.random.Generator, cfg: NotesConfig = NotesConfig(), n_notes: int | None = None) -> tuple[np.ndarray, list[str]]:
+def synth_notes(
+    rng: np.random.Generator, cfg: NotesConfig = NotesConfig(), n_notes: int | None = None
+) -> tuple[np.ndarray, list[str]]:
     """One clip: (float32 audio (T,) at ``cfg.sampling_rate``, note names in playing order)."""
     sr = cfg.sampling_rate
     if n_notes is None:

@@ -52,8 +52,11 @@ class Speaker:
     seed: int = 0  # seed of the library's own random generator (``espeak_ng_SetRandSeed``)
 
     def __post_init__(self) -> None:
-        for name, value, (low, high) in (("rate", self.rate, RATE_RANGE), ("pitch", self.pitch, PITCH_RANGE),
-                                         ("word_gap", self.word_gap, WORD_GAP_RANGE)):
+        for name, value, (low, high) in (
+            ("rate", self.rate, RATE_RANGE),
+            ("pitch", self.pitch, PITCH_RANGE),
+            ("word_gap", self.word_gap, WORD_GAP_RANGE),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"Speaker.{name} must be an int in [{low}, {high}], got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
@@ -65,8 +68,13 @@ class Speaker:
 def random_speaker(rng: np.random.Generator, word_gap: tuple[int, int] = (0, 6)) -> Speaker:
     """A speaker drawn from ``rng``: accent, voice variant, rate 140..210 wpm, pitch 30..70, word gap, jitter seed."""
     voice = VOICES[int(rng.integers(0, len(VOICES)))] + VARIANTS[int(rng.integers(0, len(VARIANTS)))]
-    return Speaker(voice=voice, rate=int(rng.integers(140, 211)), pitch=int(rng.integers(30, 71)),
-                   word_gap=int(rng.integers(word_gap[0], word_gap[1] + 1)), seed=int(rng.integers(0, 2**31)))
+    return Speaker(
+        voice=voice,
+        rate=int(rng.integers(140, 211)),
+        pitch=int(rng.integers(30, 71)),
+        word_gap=int(rng.integers(word_gap[0], word_gap[1] + 1)),
+        seed=int(rng.integers(0, 2**31)),
+    )
 
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
@@ -80,8 +88,16 @@ def _bind(lib) -> None:
     lib.espeak_SetVoiceByName.restype = ctypes.c_int
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_SetParameter.restype = ctypes.c_int
-    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                 ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     lib.espeak_ng_SetRandSeed.restype = None

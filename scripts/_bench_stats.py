@@ -54,7 +54,10 @@ def timed(fn: Callable[[], object], clock: Callable[[], float] = cpu_clock) -> C
 
 
 def interleave(
-    measures: Mapping[str, Callable[[], float]], rounds: int, warmup: int = 1, on_round: Callable[[int], None] | None = None
+    measures: Mapping[str, Callable[[], float]],
+    rounds: int,
+    warmup: int = 1,
+    on_round: Callable[[int], None] | None = None,
 ) -> dict[str, list[float]]:
     """Run every measure once per round, rounds times (after `warmup` discarded rounds), alternating the order
     (A B, then B A, ...) so neither side always runs first. Each measure returns one sample (e.g. seconds).
@@ -87,7 +90,9 @@ def _without_gc(measure: Callable[[], float]) -> float:
             gc.enable()
 
 
-def bootstrap_median_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_median_ci(
+    values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the median of `values` (deterministic for a seed)."""
     if not values:
         raise ValueError("bootstrap_median_ci needs at least one value")
@@ -126,7 +131,9 @@ class RatioResult:
 
     def describe(self, unit: str = "x") -> str:
         sign = ">=" if self.higher_is_better else "<="
-        text = f"{self.label}: {self.median:.3f}{unit} [95 % CI {self.low:.3f}, {self.high:.3f}] over {self.rounds} rounds"
+        text = (
+            f"{self.label}: {self.median:.3f}{unit} [95 % CI {self.low:.3f}, {self.high:.3f}] over {self.rounds} rounds"
+        )
         if self.target is not None:
             text += f"; target {sign} {self.target:g}{unit} -> {self.verdict}"
         return text

@@ -25,7 +25,7 @@ AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
 # ------------------------------------------------------------------------------------------ loading
 def default_device() -> str:
-    """"cuda" when a GPU is visible, else "cpu"."""
+    """ "cuda" when a GPU is visible, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -72,7 +72,9 @@ def check_assembled_checkpoint(path: Path) -> None:
             f"{ASSEMBLE_HINT}"
         )
     if not (path / AUDIO_PROCESSOR_CONFIG).is_file():
-        raise FileNotFoundError(f"{path / AUDIO_PROCESSOR_CONFIG} not found: the processor was not saved; {ASSEMBLE_HINT}")
+        raise FileNotFoundError(
+            f"{path / AUDIO_PROCESSOR_CONFIG} not found: the processor was not saved; {ASSEMBLE_HINT}"
+        )
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +108,9 @@ def as_waveform(audio: AudioInput, sampling_rate: int | None = None) -> np.ndarr
     from audio_adapter.audio_features import prepare_waveform
 
     if sampling_rate is None:
-        raise ValueError("sampling_rate is required with a raw audio array: pass the clip's rate in Hz (no rate is assumed)")
+        raise ValueError(
+            "sampling_rate is required with a raw audio array: pass the clip's rate in Hz (no rate is assumed)"
+        )
     return prepare_waveform(audio, sampling_rate).numpy()
 
 

@@ -40,7 +40,9 @@ class Journal:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
-                    raise ValueError(f"{self.path}:{line_no}: not a JSON record; delete the file to start over") from None
+                    raise ValueError(
+                        f"{self.path}:{line_no}: not a JSON record; delete the file to start over"
+                    ) from None
                 if record.get("type") == "run" and stored is None:
                     stored = record.get("settings", {})
                 else:

@@ -21,7 +21,9 @@ import torch
 from scripts._common import DTYPES, save_model_folder
 
 
-def assemble(vlm: str, whisper: str, out: str | os.PathLike, dtype: str | None = None, audio_pool_stride: int = 1) -> Path:
+def assemble(
+    vlm: str, whisper: str, out: str | os.PathLike, dtype: str | None = None, audio_pool_stride: int = 1
+) -> Path:
     """Write the assembled model + processor to ``out`` (must not exist yet); returns ``out``."""
     from audio_adapter import AudioVLMProcessor, load_pretrained_parts
 

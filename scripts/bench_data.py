@@ -84,12 +84,17 @@ def bench_pipeline(shards: list[str], processor, workers: int, batch_size: int) 
     return end - t0, steady, n, loader.skip_counter.as_dict()
 
 
-def profile_stages(
-    shards: list[str], processor, rate: int, n_clips: int = 24, batch_size: int = 8
-) -> dict[str, float]:
+def profile_stages(shards: list[str], processor, rate: int, n_clips: int = 24, batch_size: int = 8) -> dict[str, float]:
     """CPU milliseconds per clip of each stage, in this process with one thread (where the time goes)."""
     from audio_adapter.audio_features import extract_features
-    from recipes.data import AudioCollator, decode_audio, iter_tar_samples, normalize_messages, parse_json_bytes, to_mono
+    from recipes.data import (
+        AudioCollator,
+        decode_audio,
+        iter_tar_samples,
+        normalize_messages,
+        parse_json_bytes,
+        to_mono,
+    )
 
     raws = []
     for url in shards:
@@ -165,7 +170,9 @@ class PeerPipeline:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.batch_size = batch_size
-        self.features = WhisperFeatureExtractor(feature_size=processor.n_mels, chunk_length=int(processor.chunk_seconds))
+        self.features = WhisperFeatureExtractor(
+            feature_size=processor.n_mels, chunk_length=int(processor.chunk_seconds)
+        )
         self.stage_seconds = dict.fromkeys(("decode", "resample", "features", "tokenise"), 0.0)
 
     def _stage(self, name: str, start: float) -> float:
@@ -216,8 +223,12 @@ class PeerPipeline:
         for row, n in enumerate(prompt_lengths):
             labels[row, :n] = -100
         self._stage("tokenise", t)
-        return {**encoded, "labels": labels, "input_features": feats["input_features"],
-                "feature_attention_mask": feats["attention_mask"]}
+        return {
+            **encoded,
+            "labels": labels,
+            "input_features": feats["input_features"],
+            "feature_attention_mask": feats["attention_mask"],
+        }
 
 
 def cpu_pass(batches) -> tuple[float, int]:
@@ -255,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     peer = PeerPipeline(processor, args.batch_size)
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         shards = write_bench_shards(Path(tmp), args.clips, args.seconds, args.rate, per_shard=max(1, args.clips // 4))
-        console.print(f"{args.clips} x {args.seconds:g} s FLAC clips at {args.rate} Hz in {len(shards)} shards; "
-                      f"batches of {args.batch_size}; 1 thread; process CPU time")
+        console.print(
+            f"{args.clips} x {args.seconds:g} s FLAC clips at {args.rate} Hz in {len(shards)} shards; "
+            f"batches of {args.batch_size}; 1 thread; process CPU time"
+        )
 
         def ours_pass() -> float:
             ds = AudioShardDataset(shards, processor, batch_size=args.batch_size, shuffle_buffer=0)
@@ -276,19 +289,27 @@ def main(argv: list[str] | None = None) -> int:
         peer_stages = {k: v / (args.clips * (args.rounds + 1)) * 1e3 for k, v in peer.stage_seconds.items()}
         result = paired_ratio("clips per CPU second, ours / peer", samples["peer"], samples["ours"], TARGET_SPEEDUP)
         console.print(result.describe())
-        ours_stages = profile_stages(shards, processor, args.rate, n_clips=min(24, args.clips), batch_size=args.batch_size)
+        ours_stages = profile_stages(
+            shards, processor, args.rate, n_clips=min(24, args.clips), batch_size=args.batch_size
+        )
         workers_line = None
         if args.workers:
             seconds, steady, n, _ = bench_pipeline(shards, processor, args.workers, args.batch_size)
-            workers_line = (f"ours with {args.workers} workers (wall clock, context only): {n / seconds:.0f} clips/s "
-                            f"in all, {n / steady:.0f} after the first batch")
+            workers_line = (
+                f"ours with {args.workers} workers (wall clock, context only): {n / seconds:.0f} clips/s "
+                f"in all, {n / steady:.0f} after the first batch"
+            )
 
     table = Table(title="where the time goes (CPU ms a clip)")
     table.add_column("stage")
     table.add_column("ours", justify="right")
     table.add_column("peer", justify="right")
-    pairs = [("decode", "decode (FLAC)"), ("resample", f"resample {args.rate / 1000:g}k -> 16k"),
-             ("features", "log-mel (batched)"), ("tokenise", "template + tokenise + labels + pad")]
+    pairs = [
+        ("decode", "decode (FLAC)"),
+        ("resample", f"resample {args.rate / 1000:g}k -> 16k"),
+        ("features", "log-mel (batched)"),
+        ("tokenise", "template + tokenise + labels + pad"),
+    ]
     for peer_key, ours_key in pairs:
         table.add_row(f"{peer_key}", f"{ours_stages[ours_key]:.1f}", f"{peer_stages[peer_key]:.1f}")
     table.add_row("total", f"{sum(ours_stages.values()):.1f}", f"{sum(peer_stages.values()):.1f}")

@@ -61,15 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=200)
     model, processor = tiny_model_and_processor(seed=0, **({} if args.quick else WHISPER_TINY))
     audio_config = model.config.audio_config
-    console.print(f"encoder d_model {audio_config.d_model}, {audio_config.encoder_layers} layers; {args.threads} "
-                  "thread(s), this thread's CPU time, interleaved rounds")
+    console.print(
+        f"encoder d_model {audio_config.d_model}, {audio_config.encoder_layers} layers; {args.threads} "
+        "thread(s), this thread's CPU time, interleaved rounds"
+    )
 
     table = Table(title="encode only real audio vs padded 30 s windows (get_audio_features)")
-    for col in ("clip", "speed-up padded / real-only [95 % CI]", "target", "verdict", "token rel. L2 change",
-                "token cosine", "encoder-state rel. L2 change"):
+    for col in (
+        "clip",
+        "speed-up padded / real-only [95 % CI]",
+        "target",
+        "verdict",
+        "token rel. L2 change",
+        "token cosine",
+        "encoder-state rel. L2 change",
+    ):
         table.add_column(col)
     for seconds in args.seconds:
-        inputs = processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[speech_like(seconds)], sampling_rate=16000)
+        inputs = processor(
+            text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[speech_like(seconds)], sampling_rate=16000
+        )
         features, mask = inputs["input_features"], inputs["input_features_mask"]
 
         def run(real_only: bool, features=features, mask=mask):
@@ -94,9 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         frames = min(real_states.shape[1], int((mask.sum(-1)[0] - 1) // 2 + 1))
         token_rel, token_cos = relative_change(real, padded)
         state_rel, _ = relative_change(real_states[:, :frames], padded_states[:, :frames])
-        table.add_row(f"{seconds:g} s", f"{result.median:.2f}x [{result.low:.2f}, {result.high:.2f}]",
-                      f">= {target:g}x" if target else "", result.verdict, f"{token_rel:.3f}", f"{token_cos:.3f}",
-                      f"{state_rel:.3f}")
+        table.add_row(
+            f"{seconds:g} s",
+            f"{result.median:.2f}x [{result.low:.2f}, {result.high:.2f}]",
+            f">= {target:g}x" if target else "",
+            result.verdict,
+            f"{token_rel:.3f}",
+            f"{token_cos:.3f}",
+            f"{state_rel:.3f}",
+        )
         console.print(result.describe() + f"  (padded median {statistics.median(samples['padded']) * 1e3:.1f} ms)")
     console.print(table)
     return 0

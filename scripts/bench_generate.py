@@ -116,8 +116,13 @@ def decode_step_measure(model, inputs: dict, new_tokens: int):
     @torch.no_grad()
     def measure() -> float:
         clock = StepClock()
-        model.generate(**inputs, max_new_tokens=new_tokens + 1, min_new_tokens=new_tokens + 1, do_sample=False,
-                       logits_processor=LogitsProcessorList([clock]))
+        model.generate(
+            **inputs,
+            max_new_tokens=new_tokens + 1,
+            min_new_tokens=new_tokens + 1,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([clock]),
+        )
         steps = sorted(b - a for a, b in zip(clock.stamps, clock.stamps[1:]))
         return steps[len(steps) // 2]
 
@@ -134,8 +139,12 @@ def prefill_measure(model, inputs: dict):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="clip length (a multiple of 0.04 s keeps "
-                        "both models' token counts equal)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="clip length (a multiple of 0.04 s keeps both models' token counts equal)",
+    )
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
@@ -161,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ours_counts = encoder_counts(model, model.audio_tower, ours_in, args.new_tokens)
     peer_counts = encoder_counts(peer, peer.model.audio_tower, peer_in, args.new_tokens)
-    table = Table(title=f"encoder work per generate(): {args.seconds:g} s clip ({n_audio} audio tokens), "
-                        f"{args.new_tokens} new tokens")
+    table = Table(
+        title=f"encoder work per generate(): {args.seconds:g} s clip ({n_audio} audio tokens), "
+        f"{args.new_tokens} new tokens"
+    )
     for col in ("mode", "ours: calls / windows", "peer: calls / windows", "windows ours / peer"):
         table.add_column(col)
     for mode in MODES:
@@ -176,16 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     stock.generation_config.pad_token_id = model.generation_config.pad_token_id
     stock.generation_config.eos_token_id = model.generation_config.eos_token_id
     stock_in = {"input_ids": ours_in["input_ids"], "attention_mask": ours_in["attention_mask"]}
-    dec = interleave({"ours": decode_step_measure(model, ours_in, args.new_tokens),
-                      "peer": decode_step_measure(peer, peer_in, args.new_tokens),
-                      "stock": decode_step_measure(stock, stock_in, args.new_tokens)}, args.rounds)
+    dec = interleave(
+        {
+            "ours": decode_step_measure(model, ours_in, args.new_tokens),
+            "peer": decode_step_measure(peer, peer_in, args.new_tokens),
+            "stock": decode_step_measure(stock, stock_in, args.new_tokens),
+        },
+        args.rounds,
+    )
     console.print(f"{args.threads} thread(s), this thread's CPU time, interleaved rounds:")
     for label, samples in (("prefill (encoder included)", pre), ("decode step", dec)):
-        result = paired_ratio(f"{label}, ours / peer", samples["ours"], samples["peer"], TIME_TARGET,
-                              higher_is_better=False)
+        result = paired_ratio(
+            f"{label}, ours / peer", samples["ours"], samples["peer"], TIME_TARGET, higher_is_better=False
+        )
         console.print(result.describe() + f"  (peer median {statistics.median(samples['peer']) * 1e3:.2f} ms)")
-    result = paired_ratio("decode step, ours / stock Qwen2-VL (same LM)", dec["ours"], dec["stock"], STOCK_TARGET,
-                          higher_is_better=False)
+    result = paired_ratio(
+        "decode step, ours / stock Qwen2-VL (same LM)", dec["ours"], dec["stock"], STOCK_TARGET, higher_is_better=False
+    )
     console.print(result.describe() + f"  (stock median {statistics.median(dec['stock']) * 1e3:.2f} ms)")
     return 0
 

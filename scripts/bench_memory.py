@@ -41,7 +41,9 @@ model, processor = tiny_model_and_processor(seed=0)
 t = torch.arange(int(minutes * 60 * 16000)) / 16000
 clip = 0.3 * torch.sin(2 * torch.pi * 330.0 * t)
 prompt = processor.apply_chat_template(
-    [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Summarise."}]}], add_generation_prompt=True)
+    [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Summarise."}]}],
+    add_generation_prompt=True,
+)
 inputs = processor(text=[prompt], audio=[clip], sampling_rate=16000)
 del clip, t
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -76,8 +78,10 @@ def run_sampled(cmd: list[str], cwd: Path, env: dict) -> tuple[int, int, str]:
     sampler.start()
     stdout_chunks = []
     stderr_chunks = []
-    readers = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
-               for s, b in ((proc.stdout, stdout_chunks), (proc.stderr, stderr_chunks))]
+    readers = [
+        threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
+        for s, b in ((proc.stdout, stdout_chunks), (proc.stderr, stderr_chunks))
+    ]
     for r in readers:
         r.start()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -100,11 +104,19 @@ def stage2_config(tmp: Path, steps: int, clips: int) -> Path:
     make_notes_dataset(tmp / "data", max(4, clips // 8), seed=1, split="val", maxcount=16)
     recipe = yaml.safe_load((ROOT / "recipes" / "configs" / "tiny_stage2.yaml").read_text())
     trainer, model, data = recipe["trainer"], recipe["model"], recipe["data"]
-    trainer.update(max_steps=steps, val_check_interval=steps, default_root_dir=str(tmp / "run"), logger=False,
-                   callbacks=[], enable_checkpointing=False, enable_progress_bar=False)
+    trainer.update(
+        max_steps=steps,
+        val_check_interval=steps,
+        default_root_dir=str(tmp / "run"),
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     model.update(init_from=None, output_dir=str(tmp / "run" / "output"))
-    data.update(train_shards=str(tmp / "data" / "shards" / "train-*.tar"),
-                val_shards=str(tmp / "data" / "shards" / "val-*.tar"))
+    data.update(
+        train_shards=str(tmp / "data" / "shards" / "train-*.tar"), val_shards=str(tmp / "data" / "shards" / "val-*.tar")
+    )
     path = tmp / "stage2.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -124,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     console = Console(width=200)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     mib = 1024 * 1024
     table = Table(title="peak resident memory (MiB)")
     for col in ("job", "process tree peak (sampled)", "main process peak (kernel)", "note"):
@@ -133,13 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
         config = stage2_config(Path(tmp), args.steps, args.clips)
         tree, own, _ = run_sampled([sys.executable, "-m", "scripts.train", "fit", "--config", str(config)], ROOT, env)
-        table.add_row(f"stage 2 (tiny_stage2.yaml, {args.steps} steps)", f"{tree / mib:.0f}", f"{own / mib:.0f}",
-                      "main process + 1 data worker")
+        table.add_row(
+            f"stage 2 (tiny_stage2.yaml, {args.steps} steps)",
+            f"{tree / mib:.0f}",
+            f"{own / mib:.0f}",
+            "main process + 1 data worker",
+        )
     tree, own, out = run_sampled([sys.executable, "-c", GENERATE_JOB, str(args.minutes), "8"], ROOT, env)
     info = json.loads(out.strip().splitlines()[-1])
-    table.add_row(f"generate(), {args.minutes:g}-minute clip ({info['audio_tokens']} audio tokens, "
-                  f"{info['windows']} windows)", f"{tree / mib:.0f}", f"{own / mib:.0f}",
-                  f"{(own - info['rss_before_generate']) / mib:.0f} MiB above the RSS just before generate()")
+    table.add_row(
+        f"generate(), {args.minutes:g}-minute clip ({info['audio_tokens']} audio tokens, {info['windows']} windows)",
+        f"{tree / mib:.0f}",
+        f"{own / mib:.0f}",
+        f"{(own - info['rss_before_generate']) / mib:.0f} MiB above the RSS just before generate()",
+    )
     console.print(table)
     return 0
 

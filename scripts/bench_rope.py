@@ -171,21 +171,46 @@ def bench_shape(console: Console, shape: str, args) -> list:
             {m: decode_step_measure(model, inputs, s, args.decode_tokens, cache) for m, s in methods.items()},
             rounds=args.decode_rounds,
         )
-        results.append(paired_ratio(f"{shape} B={batch}: decode step, partial_yarn / none",
-                                    dec["partial_yarn"], dec["none"], DECODE_TARGET, higher_is_better=False))
+        results.append(
+            paired_ratio(
+                f"{shape} B={batch}: decode step, partial_yarn / none",
+                dec["partial_yarn"],
+                dec["none"],
+                DECODE_TARGET,
+                higher_is_better=False,
+            )
+        )
         step_none = statistics.median(dec["none"])
         console.print(results[-1].describe() + f"  (none: {step_none * 1e3:.2f} ms CPU a step)")
         extra = [(a - b) / step_none for a, b in zip(work["partial_yarn"], work["none"])]
         low, high = bootstrap_median_ci(extra)
-        results.append(RatioResult(f"{shape} B={batch}: decode step from the differing work, partial_yarn / none",
-                                   1 + statistics.median(extra), 1 + low, 1 + high, len(extra), DECODE_TARGET, False))
-        console.print(results[-1].describe() + f"  (partial_yarn {statistics.median(work['partial_yarn']) * 1e6:.1f} us, "
-                      f"none {statistics.median(work['none']) * 1e6:.1f} us a step)")
+        results.append(
+            RatioResult(
+                f"{shape} B={batch}: decode step from the differing work, partial_yarn / none",
+                1 + statistics.median(extra),
+                1 + low,
+                1 + high,
+                len(extra),
+                DECODE_TARGET,
+                False,
+            )
+        )
+        console.print(
+            results[-1].describe() + f"  (partial_yarn {statistics.median(work['partial_yarn']) * 1e6:.1f} us, "
+            f"none {statistics.median(work['none']) * 1e6:.1f} us a step)"
+        )
         if batch == 1:
             rounds = args.prefill_rounds if shape == "tiny" else args.real_prefill_rounds
             pre = interleave({m: prefill_measure(model, inputs, s) for m, s in methods.items()}, rounds=rounds)
-            results.append(paired_ratio(f"{shape} B=1: prefill, partial_yarn / none",
-                                        pre["partial_yarn"], pre["none"], PREFILL_TARGET, higher_is_better=False))
+            results.append(
+                paired_ratio(
+                    f"{shape} B=1: prefill, partial_yarn / none",
+                    pre["partial_yarn"],
+                    pre["none"],
+                    PREFILL_TARGET,
+                    higher_is_better=False,
+                )
+            )
             console.print(results[-1].describe())
     return results
 
@@ -201,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-calls", type=int, default=20, help="decode steps' extra work timed together per round")
     parser.add_argument("--prefill-rounds", type=int, default=12)
     parser.add_argument("--real-prefill-rounds", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1, help="1: on a shared machine more threads mostly wait on each other")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="1: on a shared machine more threads mostly wait on each other"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke size: tiny shape, few rounds, 256 audio tokens")
     args = parser.parse_args(argv)
     if args.quick:
@@ -210,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         args.prefill_rounds = args.real_prefill_rounds = 2
     torch.set_num_threads(args.threads)
     console = Console(width=200)
-    console.print(f"Partial YaRN vs none, {args.audio_tokens} audio tokens, {args.threads} threads; "
-                  "ratios are medians of interleaved per-round ratios of this thread's CPU time, with 95 % bootstrap intervals")
+    console.print(
+        f"Partial YaRN vs none, {args.audio_tokens} audio tokens, {args.threads} threads; "
+        "ratios are medians of interleaved per-round ratios of this thread's CPU time, with 95 % bootstrap intervals"
+    )
     results = []
     for shape in args.shapes:
         results += bench_shape(console, shape, args)

@@ -92,8 +92,7 @@ class DemoConfig:
 
 
 # The speech run: fewer clips and steps than the notes run, to keep the main job near 10 minutes.
-SPEECH_RUN = {"train_clips": 1000, "heldout_clips": 100, "standin_steps": 250, "stage1_steps": 100,
-              "stage2_steps": 700}
+SPEECH_RUN = {"train_clips": 1000, "heldout_clips": 100, "standin_steps": 250, "stage1_steps": 100, "stage2_steps": 700}
 
 
 def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path, dict]:
@@ -121,13 +120,27 @@ def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path
     budget = f"{cfg.standin_seconds:g} s" if cfg.standin_steps is None else f"{cfg.standin_steps} steps"
     console.print(f"[bold]2/6[/bold] stand-in encoder: CTC on {cfg.train_clips} clips for {budget}")
     fit = pretrain_standin_encoder(
-        model.audio_tower, train_feats["input_features"], train_feats["input_features_mask"], train_targets,
-        num_classes=len(vocabulary), pool_stride=stride, seed=cfg.seed,
-        **({"max_seconds": cfg.standin_seconds} if cfg.standin_steps is None
-           else {"max_steps": cfg.standin_steps, "max_seconds": float("inf")}),
+        model.audio_tower,
+        train_feats["input_features"],
+        train_feats["input_features_mask"],
+        train_targets,
+        num_classes=len(vocabulary),
+        pool_stride=stride,
+        seed=cfg.seed,
+        **(
+            {"max_seconds": cfg.standin_seconds}
+            if cfg.standin_steps is None
+            else {"max_steps": cfg.standin_steps, "max_seconds": float("inf")}
+        ),
     )
-    ctc_em = ctc_exact_match(model.audio_tower, fit["head"], test_feats["input_features"],
-                             test_feats["input_features_mask"], test_targets, pool_stride=stride)
+    ctc_em = ctc_exact_match(
+        model.audio_tower,
+        fit["head"],
+        test_feats["input_features"],
+        test_feats["input_features_mask"],
+        test_targets,
+        pool_stride=stride,
+    )
     console.print(f"    {fit['steps']} steps, CTC loss {fit['losses'][-1]:.3f}, held-out CTC exact match {ctc_em:.0%}")
     base = out / "base"
     model.save_pretrained(base)
@@ -181,7 +194,9 @@ def train_losses(run_dir: Path) -> list[tuple[int, float]]:
     return rows
 
 
-def plot_losses(standin: list[float], stage1: list[tuple[int, float]], stage2: list[tuple[int, float]], path: Path) -> None:
+def plot_losses(
+    standin: list[float], stage1: list[tuple[int, float]], stage2: list[tuple[int, float]], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,17 +223,19 @@ def load_heldout(data: Path) -> list[dict]:
     for line in (data / "heldout.jsonl").read_text().splitlines():
         entry = json.loads(line)
         audio = torch.from_numpy(read_audio(data / entry["audio"]))
-        samples.append({
-            "key": entry["key"],
-            "audio_path": str(data / entry["audio"]),
-            "audio": audio,
-            "prompt": entry["prompt"],
-            "reference": entry["response"],
-            "messages": [
-                {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": entry["prompt"]}]},
-                {"role": "assistant", "content": [{"type": "text", "text": entry["response"]}]},
-            ],
-        })
+        samples.append(
+            {
+                "key": entry["key"],
+                "audio_path": str(data / entry["audio"]),
+                "audio": audio,
+                "prompt": entry["prompt"],
+                "reference": entry["response"],
+                "messages": [
+                    {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": entry["prompt"]}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": entry["response"]}]},
+                ],
+            }
+        )
     return samples
 
 
@@ -242,7 +259,10 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
         lap = now
 
     console.rule(f"[bold]audio-vlm-adapter demo: {cfg.task}[/bold] ({TASKS[cfg.task][0]}; tiny model, CPU)")
-    console.print(f"[bold]1/6[/bold] synthesising {cfg.train_clips} training + {cfg.heldout_clips} held-out clips -> {data}/shards")
+    console.print(
+        f"[bold]1/6[/bold] synthesising {cfg.train_clips} training + {cfg.heldout_clips} held-out clips "
+        f"-> {data}/shards"
+    )
     if cfg.task == "notes":
         make_notes_dataset(data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
         make_notes_dataset(data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
@@ -259,7 +279,9 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
     for stage in (1, 2):
         what = "projector + audio-token rows" if stage == 1 else "LoRA (q/k/v/o) + projector"
         steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
-        console.print(f"[bold]{2 + stage}/6[/bold] stage {stage}: {what}, {steps} steps (recipes/configs/tiny_stage{stage}.yaml)")
+        console.print(
+            f"[bold]{2 + stage}/6[/bold] stage {stage}: {what}, {steps} steps (recipes/configs/tiny_stage{stage}.yaml)"
+        )
         train.main(["fit", "--config", str(stage_config(cfg, stage, base, data, out))])
         mark(f"stage {stage}")
 
@@ -280,8 +302,19 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
     plot_losses(standin["standin_losses"], stage1, stage2, out / "loss.png")
     with open(out / "predictions.jsonl", "w") as f:
         for s, p, b in zip(samples, predictions, baseline):
-            f.write(json.dumps({"key": s["key"], "audio": s["audio_path"], "prompt": s["prompt"],
-                                "reference": s["reference"], "prediction": p, "silence_baseline": b}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "key": s["key"],
+                        "audio": s["audio_path"],
+                        "prompt": s["prompt"],
+                        "reference": s["reference"],
+                        "prediction": p,
+                        "silence_baseline": b,
+                    }
+                )
+                + "\n"
+            )
 
     examples = Table(title="held-out examples")
     for column in ("reference", "generated", "silence instead of the clip"):
@@ -304,8 +337,10 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
     for name, seconds in timings.items():
         summary.add_row(f"time: {name}", f"{seconds:.0f} s")
     console.print(summary)
-    console.print(f"[bold]6/6[/bold] loss curves -> {out / 'loss.png'}; merged checkpoint -> {final}; "
-                  f"predictions -> {out / 'predictions.jsonl'}")
+    console.print(
+        f"[bold]6/6[/bold] loss curves -> {out / 'loss.png'}; merged checkpoint -> {final}; "
+        f"predictions -> {out / 'predictions.jsonl'}"
+    )
     result = {
         "exact_match": scores.exact_match,
         "token_error_rate": scores.token_error_rate,
@@ -321,8 +356,6 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
     return result
 
 
-
-
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     """The notes task (the gate), then the speech task when ``cfg.speech`` is set. Returns the notes result
     with the speech result under ``"speech"`` (and the whole job's seconds); writes ``<out>/result.json``."""
@@ -334,11 +367,24 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     if speech_cfg is not None:
         result["speech"] = run_task(speech_cfg, console)
         both = Table(title=f"main job: {time.perf_counter() - start:.0f} s in all")
-        for column in ("task", "held-out exact match", "token error rate", "silence: exact match", "silence: error rate", "seconds"):
+        for column in (
+            "task",
+            "held-out exact match",
+            "token error rate",
+            "silence: exact match",
+            "silence: error rate",
+            "seconds",
+        ):
             both.add_column(column, justify="right")
         for r in (result, result["speech"]):
-            both.add_row(r["task"], f"{r['exact_match']:.1%}", f"{r['token_error_rate']:.1%}",
-                         f"{r['baseline_exact_match']:.1%}", f"{r['baseline_token_error_rate']:.1%}", f"{r['seconds']:.0f}")
+            both.add_row(
+                r["task"],
+                f"{r['exact_match']:.1%}",
+                f"{r['token_error_rate']:.1%}",
+                f"{r['baseline_exact_match']:.1%}",
+                f"{r['baseline_token_error_rate']:.1%}",
+                f"{r['seconds']:.0f}",
+            )
         console.print(both)
     result["total_seconds"] = time.perf_counter() - start
     (Path(cfg.out_dir) / "result.json").write_text(json.dumps(result, indent=2))

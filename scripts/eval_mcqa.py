@@ -71,7 +71,7 @@ from scripts._journal import Journal
 
 ANSWER_PATTERN = re.compile(r"\((\d)\)")  # the paper's answer regex
 MCQA_INSTRUCTION = (
-    'Using information from the given audio, answer the question. Your answer MUST be in the format '
+    "Using information from the given audio, answer the question. Your answer MUST be in the format "
     '"(NUMBER) STATEMENT": for example, if the answer were (4) A pen, you would ONLY output "(4) A pen". '
     "Do NOT include any other text.\n{question}"
 )
@@ -129,7 +129,9 @@ def _item(record: dict, base: Path, line_no: int) -> MCQAItem:
     for text in [str(record["question"]), *choices]:
         found = control_tokens_in(text)
         if found:
-            raise ValueError(f"question or choice holds the control token(s) {found}: they would be parsed as chat structure")
+            raise ValueError(
+                f"question or choice holds the control token(s) {found}: they would be parsed as chat structure"
+            )
     seconds = record.get("seconds")
     if seconds is not None:
         seconds = float(seconds)
@@ -237,7 +239,13 @@ class MCQAResult:
                 correct = sum(p.correct for p in preds)
                 invalid = sum(p.predicted is None for p in preds)
                 rows.append(
-                    {"bucket": label, "n": len(preds), "correct": correct, "invalid": invalid, "accuracy": correct / len(preds)}
+                    {
+                        "bucket": label,
+                        "n": len(preds),
+                        "correct": correct,
+                        "invalid": invalid,
+                        "accuracy": correct / len(preds),
+                    }
                 )
         return rows
 
@@ -340,7 +348,12 @@ def evaluate_mcqa(
     respond = respond or answer_batch
     audio_cache = {} if audio_cache is None else audio_cache
     extension = model.context_extension.to_dict() if hasattr(model, "context_extension") else {}
-    run_settings = {**(settings or {}), "instruction": instruction, "max_new_tokens": max_new_tokens, "extension": extension}
+    run_settings = {
+        **(settings or {}),
+        "instruction": instruction,
+        "max_new_tokens": max_new_tokens,
+        "extension": extension,
+    }
     ids = [item_id(it) for it in items]
     answered: dict[str, tuple[str, float]] = {}  # id -> (response, seconds)
     unreadable: dict[str, dict] = {}
@@ -352,9 +365,7 @@ def evaluate_mcqa(
                 answered[record["id"]] = (record["response"], float(record["seconds"]))
 
     def result() -> MCQAResult:
-        predictions = [
-            _prediction(it, *answered[i], bucket_edges) for it, i in zip(items, ids) if i in answered
-        ]
+        predictions = [_prediction(it, *answered[i], bucket_edges) for it, i in zip(items, ids) if i in answered]
         lost = [unreadable[i] for i in dict.fromkeys(ids) if i in unreadable and i not in answered]
         return MCQAResult(
             predictions=predictions,
@@ -381,7 +392,9 @@ def evaluate_mcqa(
                 seconds = len(audio_cache[items[i].audio]) / 16000
             answered[ids[i]] = (text, seconds)
             if journal is not None:
-                journal.append({"type": "prediction", "id": ids[i], **asdict(_prediction(items[i], text, seconds, bucket_edges))})
+                journal.append(
+                    {"type": "prediction", "id": ids[i], **asdict(_prediction(items[i], text, seconds, bucket_edges))}
+                )
 
     def length(i: int) -> float:
         return items[i].seconds if math.isfinite(items[i].seconds) else 0.0
@@ -404,7 +417,13 @@ def evaluate_mcqa(
             for n_seen, i in enumerate(order, 1):
                 audio = _read_cached(items[i].audio, audio_cache)
                 if isinstance(audio, Exception):
-                    record = {"type": "unreadable", "id": ids[i], "key": items[i].key, "audio": items[i].audio, "error": str(audio)}
+                    record = {
+                        "type": "unreadable",
+                        "id": ids[i],
+                        "key": items[i].key,
+                        "audio": items[i].audio,
+                        "error": str(audio),
+                    }
                     unreadable[ids[i]] = record
                     if journal is not None:
                         journal.append(record)
@@ -433,7 +452,9 @@ def results_table(result: MCQAResult, title: str = "MCQA accuracy") -> Table:
         table.add_column(name, justify="left" if name == "bucket" else "right")
     for row in result.by_bucket():
         table.add_row(row["bucket"], str(row["n"]), str(row["correct"]), str(row["invalid"]), f"{row['accuracy']:.3f}")
-    table.add_row("all", str(result.n), str(result.correct), str(result.invalid), f"{result.accuracy:.3f}", style="bold")
+    table.add_row(
+        "all", str(result.n), str(result.correct), str(result.invalid), f"{result.accuracy:.3f}", style="bold"
+    )
     return table
 
 
@@ -460,7 +481,13 @@ def write_results(result: MCQAResult, out_dir: str | os.PathLike, settings: dict
     for row in result.by_bucket():
         writer.writerow(row)
     writer.writerow(
-        {"bucket": "all", "n": result.n, "correct": result.correct, "invalid": result.invalid, "accuracy": result.accuracy}
+        {
+            "bucket": "all",
+            "n": result.n,
+            "correct": result.correct,
+            "invalid": result.invalid,
+            "accuracy": result.accuracy,
+        }
     )
     atomic_write_text(paths["predictions"], predictions.getvalue())
     atomic_write_text(paths["buckets"], buckets.getvalue())
@@ -476,7 +503,11 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(
-        "--bucket-edges", type=float, nargs="+", default=list(DEFAULT_BUCKET_EDGES), metavar="SECONDS",
+        "--bucket-edges",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_BUCKET_EDGES),
+        metavar="SECONDS",
         help="upper edges of the audio-length buckets (default: 60 120 300 600)",
     )
     parser.add_argument("--instruction", default=MCQA_INSTRUCTION, help="prompt template with a {question} field")
@@ -488,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(parser)
     add_eval_args(parser)
     parser.add_argument(
-        "--out", default="mcqa_eval",
+        "--out",
+        default="mcqa_eval",
         help="output directory (predictions.jsonl as it goes, results.json, *.csv); re-run to resume",
     )
     add_extension_args(parser)
@@ -537,7 +569,9 @@ def main(argv: Sequence[str] | None = None) -> MCQAResult:
             + ", ".join(u["key"] for u in result.unreadable[:5])
         )
     json_path = Path(args.out) / "results.json"
-    console.print(f"accuracy {result.accuracy:.3f} ({result.correct}/{result.n}, {result.invalid} invalid) -> {json_path}")
+    console.print(
+        f"accuracy {result.accuracy:.3f} ({result.correct}/{result.n}, {result.invalid} invalid) -> {json_path}"
+    )
     return result
 
 

@@ -49,7 +49,10 @@ def export(
     if not spec_file.is_file():
         raise FileNotFoundError(f"{spec_file} not found: --run must be a stage output directory (model.output_dir)")
     spec = json.loads(spec_file.read_text())
-    build = {k: spec.get(k) for k in ("model", "tiny_overrides", "tiny_seed", "vlm", "whisper", "audio_pool_stride", "context_extension")}
+    build = {
+        k: spec.get(k)
+        for k in ("model", "tiny_overrides", "tiny_seed", "vlm", "whisper", "audio_pool_stride", "context_extension")
+    }
     build["dtype"] = dtype or ("float32" if spec.get("quantization") else spec.get("dtype") or "float32")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -72,7 +75,9 @@ def export(
         saved = json.loads(saved_config.read_text())
         expected = [saved.get(k) for k in ("audio_bos_token_id", "audio_token_id", "audio_eos_token_id")]
         if expected != audio_token_ids(model.config):
-            raise ValueError(f"rebuilt base has audio token ids {audio_token_ids(model.config)}, the run used {expected}")
+            raise ValueError(
+                f"rebuilt base has audio token ids {audio_token_ids(model.config)}, the run used {expected}"
+            )
     load_projector_file(model, run)
     adapter = run / ADAPTER_DIR
     if adapter.is_dir():
@@ -92,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default=None, help="rebuild the base from this save_pretrained directory instead")
     p.add_argument("--vlm", default=None, help="Qwen2-VL checkpoint (overrides the run's spec)")
     p.add_argument("--whisper", default=None, help="Whisper checkpoint (overrides the run's spec)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as trained)")
+    p.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as trained)"
+    )
     args = p.parse_args(argv)
     with torch.no_grad():  # scoped: main() is also called in-process (tests), where a global switch would leak
         out = export(args.run, args.out, base=args.base, vlm=args.vlm, whisper=args.whisper, dtype=args.dtype)

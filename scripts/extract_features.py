@@ -52,12 +52,16 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> list[int]:
     for layer in layers:
         index = layer + num_layers + 1 if layer < 0 else layer
         if not 0 <= index <= num_layers:
-            raise ValueError(f"layer {layer} out of range for {num_layers} layers (valid: -{num_layers + 1}..{num_layers})")
+            raise ValueError(
+                f"layer {layer} out of range for {num_layers} layers (valid: -{num_layers + 1}..{num_layers})"
+            )
         resolved.append(index)
     return list(dict.fromkeys(resolved))
 
 
-def extract_clip(model, processor, waveform, layers: Sequence[int], prompt: str = DEFAULT_PROMPT) -> dict[str, torch.Tensor]:
+def extract_clip(
+    model, processor, waveform, layers: Sequence[int], prompt: str = DEFAULT_PROMPT
+) -> dict[str, torch.Tensor]:
     """Tensors of one clip (16 kHz float waveform); keys as in the module docstring. ``layers`` are resolved."""
     text = chat_prompt(processor, prompt, n_audio=1)
     inputs = processor(text=[text], audio=[waveform], sampling_rate=16000, return_tensors="pt").to(model.device)
@@ -174,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ValueError as exc:
         parser.error(str(exc))
     paths = args.audio if args.audio else manifest_audio(args.manifest)
-    index = extract_features(model, processor, paths, args.out, args.layers, args.prompt, show_progress=not args.no_progress)
+    index = extract_features(
+        model, processor, paths, args.out, args.layers, args.prompt, show_progress=not args.no_progress
+    )
     Console().print(f"{len(index['clips'])} clips, layers {index['layers']} -> {Path(args.out) / 'index.json'}")
     return index
 

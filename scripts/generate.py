@@ -43,7 +43,13 @@ def load_image(path: str | os.PathLike):
 
 
 def prepare_inputs(
-    model, processor, audio: Sequence[AudioInput], prompt: str, image=None, system: str | None = None, sampling_rate=None
+    model,
+    processor,
+    audio: Sequence[AudioInput],
+    prompt: str,
+    image=None,
+    system: str | None = None,
+    sampling_rate=None,
 ):
     """Processor outputs for one chat turn (image, clips, prompt), on the model's device. Raw arrays need
     ``sampling_rate`` (one rate, or one per clip; ignored for files, which carry their own)."""
@@ -126,7 +132,9 @@ def sampling_kwargs(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         if given:
             parser.error(f"--{given[0].replace('_', '-')} needs --do-sample")
         return {}
-    values = {name: getattr(args, name) if getattr(args, name) is not None else d for name, d in SAMPLING_DEFAULTS.items()}
+    values = {
+        name: getattr(args, name) if getattr(args, name) is not None else d for name, d in SAMPLING_DEFAULTS.items()
+    }
     if values["sample_temperature"] <= 0:
         parser.error(f"--sample-temperature must be > 0, got {values['sample_temperature']}")
     if not 0 < values["top_p"] <= 1:

@@ -37,8 +37,8 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,19 +48,19 @@ from rich.table import Table
 
 from recipes.atomic import atomic_open, atomic_write_text
 from recipes.longform import (
+    ITEM_NAMES,
     ITEMS_PER_WINDOW,
     LONGFORM_MODEL,
     QUESTIONS,
     TOKENS_PER_ITEM,
-    ITEM_NAMES,
     Method,
     TaskTokens,
     TrainPool,
     TrainSettings,
     accuracy,
-    rotary_wavelengths,
     encode_clips,
     make_recordings,
+    rotary_wavelengths,
     train_lm,
 )
 
@@ -91,10 +91,23 @@ class LongformConfig:
 
     @classmethod
     def quick(cls, **kwargs) -> LongformConfig:
-        return cls(pool_clips=16, standin_clips=16, standin_steps=2, eval_items=(16, 32), eval_n=2, steps=3,
-                   vlat_steps=3,
-                   batch_size=4, vanilla_seeds=(0,), vlat_seeds=(0,), vlat_mix_seeds=(0,), sweep_cutoffs=(0, 4), sweep_temperatures=(1.0,),
-                   threads=1, **kwargs)  # smoke-scale tensors: one thread avoids the synchronisation cost
+        return cls(
+            pool_clips=16,
+            standin_clips=16,
+            standin_steps=2,
+            eval_items=(16, 32),
+            eval_n=2,
+            steps=3,
+            vlat_steps=3,
+            batch_size=4,
+            vanilla_seeds=(0,),
+            vlat_seeds=(0,),
+            vlat_mix_seeds=(0,),
+            sweep_cutoffs=(0, 4),
+            sweep_temperatures=(1.0,),
+            threads=1,
+            **kwargs,
+        )  # smoke-scale tensors: one thread avoids the synchronisation cost
 
     @property
     def base_tokens(self) -> int:
@@ -107,8 +120,14 @@ def _save(obj, path: Path) -> None:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def new_model(cfg: LongformConfig, seed: int, encoder_state: dict | None = None):
@@ -130,9 +149,11 @@ def build_encoder_and_cache(cfg: LongformConfig, out: Path, console: Console) ->
     if cache.is_file():
         console.print(f"[bold]1/4[/bold] cached encoder + frames found: {cache}")
         return torch.load(cache)
-    console.print(f"[bold]1/4[/bold] stand-in encoder: CTC on {cfg.standin_clips} recordings of 16 items, "
-                  f"{cfg.standin_steps} steps; then frames of {cfg.pool_clips} training recordings and "
-                  f"{cfg.eval_n} per eval length")
+    console.print(
+        f"[bold]1/4[/bold] stand-in encoder: CTC on {cfg.standin_clips} recordings of 16 items, "
+        f"{cfg.standin_steps} steps; then frames of {cfg.pool_clips} training recordings and "
+        f"{cfg.eval_n} per eval length"
+    )
     model, processor = new_model(cfg, seed=0)
     stride = model.config.audio_pool_stride
     pool_audio, pool_items = make_recordings(0, cfg.pool_clips, ITEMS_PER_WINDOW, stream=0)
@@ -144,17 +165,32 @@ def build_encoder_and_cache(cfg: LongformConfig, out: Path, console: Console) ->
     with _progress(console) as progress:
         task = progress.add_task("CTC", total=cfg.standin_steps)
         fit = pretrain_standin_encoder(
-            model.audio_tower, feats["input_features"], feats["input_features_mask"], targets,
-            num_classes=len(ITEM_NAMES) + 1, pool_stride=stride, max_steps=cfg.standin_steps,
-            max_seconds=float("inf"), batch_size=cfg.standin_batch, seed=0,
+            model.audio_tower,
+            feats["input_features"],
+            feats["input_features_mask"],
+            targets,
+            num_classes=len(ITEM_NAMES) + 1,
+            pool_stride=stride,
+            max_steps=cfg.standin_steps,
+            max_seconds=float("inf"),
+            batch_size=cfg.standin_batch,
+            seed=0,
             progress=lambda step, loss: progress.update(task, completed=step, description=f"CTC loss {loss:.3f}"),
         )
     test_audio, test_items = make_recordings(0, min(100, cfg.pool_clips), ITEMS_PER_WINDOW, stream=2)
     tf = extract_features(processor.prepare_audio(test_audio, 16000), processor.mel)
-    ctc_em = ctc_exact_match(model.audio_tower, fit["head"], tf["input_features"], tf["input_features_mask"],
-                             [(row + 1).tolist() for row in test_items], pool_stride=stride)
-    console.print(f"    {fit['steps']} steps, CTC loss {fit['losses'][-1]:.3f}, held-out 16-item exact match {ctc_em:.0%} "
-                  f"({len(test_audio)} recordings)")
+    ctc_em = ctc_exact_match(
+        model.audio_tower,
+        fit["head"],
+        tf["input_features"],
+        tf["input_features_mask"],
+        [(row + 1).tolist() for row in test_items],
+        pool_stride=stride,
+    )
+    console.print(
+        f"    {fit['steps']} steps, CTC loss {fit['losses'][-1]:.3f}, held-out 16-item exact match {ctc_em:.0%} "
+        f"({len(test_audio)} recordings)"
+    )
     del feats
     frames = torch.stack(encode_clips(model, processor, pool_audio))
     if frames.shape[1] != cfg.base_tokens:
@@ -177,20 +213,38 @@ def build_encoder_and_cache(cfg: LongformConfig, out: Path, console: Console) ->
 
 
 def run_specs(cfg: LongformConfig) -> list[dict]:
-    runs = [{"name": f"vanilla_s{s}", "kind": "vanilla", "seed": s, "vlat": None, "steps": cfg.steps}
-            for s in cfg.vanilla_seeds]
-    runs += [{"name": f"vlat_s{s}", "kind": "vlat", "seed": s, "vlat": cfg.vlat_strategy, "steps": cfg.vlat_steps}
-             for s in cfg.vlat_seeds]
-    runs += [{"name": f"vlatmix_s{s}", "kind": "vlat_mix", "seed": s, "vlat": cfg.vlat_strategy,
-              "steps": cfg.vlat_steps, "raw_share": cfg.vlat_raw_share} for s in cfg.vlat_mix_seeds]
+    runs = [
+        {"name": f"vanilla_s{s}", "kind": "vanilla", "seed": s, "vlat": None, "steps": cfg.steps}
+        for s in cfg.vanilla_seeds
+    ]
+    runs += [
+        {"name": f"vlat_s{s}", "kind": "vlat", "seed": s, "vlat": cfg.vlat_strategy, "steps": cfg.vlat_steps}
+        for s in cfg.vlat_seeds
+    ]
+    runs += [
+        {
+            "name": f"vlatmix_s{s}",
+            "kind": "vlat_mix",
+            "seed": s,
+            "vlat": cfg.vlat_strategy,
+            "steps": cfg.vlat_steps,
+            "raw_share": cfg.vlat_raw_share,
+        }
+        for s in cfg.vlat_mix_seeds
+    ]
     return runs
 
 
 def methods_for(kind: str, cutoff: int) -> list[Method]:
     if kind in ("vlat", "vlat_mix"):
         return [Method("none"), Method("partial_pi")]
-    return [Method("none"), Method("partial_pi"), Method("partial_yarn", cutoff, 1.0), Method("whole_pi"),
-            Method("whole_yarn")]
+    return [
+        Method("none"),
+        Method("partial_pi"),
+        Method("partial_yarn", cutoff, 1.0),
+        Method("whole_pi"),
+        Method("whole_yarn"),
+    ]
 
 
 def trained_model(cfg: LongformConfig, run: dict, cache: dict, out: Path, console: Console):
@@ -203,19 +257,36 @@ def trained_model(cfg: LongformConfig, run: dict, cache: dict, out: Path, consol
         console.print(f"    {run['name']}: loaded {path}")
         return model, processor, saved["log"]
     pool = TrainPool(cache["pool"]["frames"], cache["pool"]["items"])
-    settings = TrainSettings(steps=run["steps"], batch_size=cfg.batch_size, vlat_strategy=run["vlat"], seed=run["seed"],
-                             vlat_raw_share=run.get("raw_share", 0.0))
+    settings = TrainSettings(
+        steps=run["steps"],
+        batch_size=cfg.batch_size,
+        vlat_strategy=run["vlat"],
+        seed=run["seed"],
+        vlat_raw_share=run.get("raw_share", 0.0),
+    )
     tokens = TaskTokens.build(model, processor.tokenizer)
     with _progress(console) as progress:
         task = progress.add_task(f"train {run['name']}", total=settings.steps)
-        log = train_lm(model, tokens, pool, settings,
-                       progress=lambda step, loss, acc: progress.update(task, completed=step,
-                                                                        description=f"train {run['name']} loss {loss:.3f}"))
+        log = train_lm(
+            model,
+            tokens,
+            pool,
+            settings,
+            progress=lambda step, loss, acc: progress.update(
+                task, completed=step, description=f"train {run['name']} loss {loss:.3f}"
+            ),
+        )
     tail = log["accuracies"][-100:]
-    log = {"seconds": log["seconds"], "max_position": log["max_position"], "final_train_accuracy": sum(tail) / len(tail),
-           "losses": log["losses"][:: max(1, len(log["losses"]) // 300)]}
-    console.print(f"    {run['name']}: {settings.steps} steps in {log['seconds']:.0f} s, train accuracy (last 100) "
-                  f"{log['final_train_accuracy']:.2f}, largest training position {log['max_position']}")
+    log = {
+        "seconds": log["seconds"],
+        "max_position": log["max_position"],
+        "final_train_accuracy": sum(tail) / len(tail),
+        "losses": log["losses"][:: max(1, len(log["losses"]) // 300)],
+    }
+    console.print(
+        f"    {run['name']}: {settings.steps} steps in {log['seconds']:.0f} s, train accuracy (last 100) "
+        f"{log['final_train_accuracy']:.2f}, largest training position {log['max_position']}"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("audio_tower")}
     _save({"state": state, "log": log}, path)
@@ -228,7 +299,9 @@ def check_positions(cfg: LongformConfig, tokens: TaskTokens, log: dict, run: dic
     if run["kind"] == "vanilla":
         too_short = [n for n in cfg.eval_items if n > ITEMS_PER_WINDOW and reach[n] <= log["max_position"]]
         if too_short:
-            raise RuntimeError(f"eval lengths {too_short} do not reach past the trained positions ({log['max_position']})")
+            raise RuntimeError(
+                f"eval lengths {too_short} do not reach past the trained positions ({log['max_position']})"
+            )
     return reach
 
 
@@ -255,9 +328,19 @@ def evaluate_run(cfg, run, model, tokens, cache, cutoff, done, results_path, con
             method.apply(model, base_seconds)
             ev = cache["eval"][n]
             correct, total = accuracy(model, tokens, ev["frames"], ev["items"], question)
-            row = {"run": run["name"], "kind": run["kind"], "seed": run["seed"], "method": method.label, "items": n,
-                   "audio_tokens": n * TOKENS_PER_ITEM, "seconds": n * TOKENS_PER_ITEM / model.config.audio_tokens_per_second,
-                   "question": question, "correct": correct, "n": total, "accuracy": correct / total}
+            row = {
+                "run": run["name"],
+                "kind": run["kind"],
+                "seed": run["seed"],
+                "method": method.label,
+                "items": n,
+                "audio_tokens": n * TOKENS_PER_ITEM,
+                "seconds": n * TOKENS_PER_ITEM / model.config.audio_tokens_per_second,
+                "question": question,
+                "correct": correct,
+                "n": total,
+                "accuracy": correct / total,
+            }
             f.write(json.dumps(row) + "\n")
             f.flush()
             done[(run["name"], method.label, n, question)] = row
@@ -304,8 +387,18 @@ def aggregate(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["kind"], r["method"], r["items"], r["question"]), []).append(r["accuracy"])
     out = []
     for (kind, method, items, question), accs in groups.items():
-        out.append({"kind": kind, "method": method, "items": items, "question": question, "seeds": len(accs),
-                    "mean": sum(accs) / len(accs), "min": min(accs), "max": max(accs)})
+        out.append(
+            {
+                "kind": kind,
+                "method": method,
+                "items": items,
+                "question": question,
+                "seeds": len(accs),
+                "mean": sum(accs) / len(accs),
+                "min": min(accs),
+                "max": max(accs),
+            }
+        )
     return out
 
 
@@ -352,11 +445,15 @@ def plot(agg: list[dict], cfg: LongformConfig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(QUESTIONS), figsize=(15, 4.4), sharey=True)
-    lines = sorted({(r["kind"], r["method"]) for r in agg}, key=lambda k: (("vanilla", "vlat", "vlat_mix").index(k[0]), k[1]))
+    lines = sorted(
+        {(r["kind"], r["method"]) for r in agg}, key=lambda k: (("vanilla", "vlat", "vlat_mix").index(k[0]), k[1])
+    )
     seconds = [n * TOKENS_PER_ITEM * 0.08 for n in cfg.eval_items]
     for ax, question in zip(axes, QUESTIONS):
         for kind, method in lines:
-            rows = {r["items"]: r for r in agg if r["kind"] == kind and r["method"] == method and r["question"] == question}
+            rows = {
+                r["items"]: r for r in agg if r["kind"] == kind and r["method"] == method and r["question"] == question
+            }
             ys = [rows[n]["mean"] if n in rows else float("nan") for n in cfg.eval_items]
             lo = [rows[n]["min"] if n in rows else float("nan") for n in cfg.eval_items]
             hi = [rows[n]["max"] if n in rows else float("nan") for n in cfg.eval_items]
@@ -415,8 +512,10 @@ def _run(cfg: LongformConfig, console: Console, only: Sequence[str] | None = Non
             raise SystemExit(f"unknown runs {unknown}; this configuration has {[r['name'] for r in specs]}")
         specs = [r for r in specs if r["name"] in only]
     for run in specs:
-        console.print(f"[bold]2-3/4[/bold] {run['name']}: train ({run['steps']} steps"
-                      f"{', VLAT ' + run['vlat'] if run['vlat'] else ''}) and evaluate")
+        console.print(
+            f"[bold]2-3/4[/bold] {run['name']}: train ({run['steps']} steps"
+            f"{', VLAT ' + run['vlat'] if run['vlat'] else ''}) and evaluate"
+        )
         t = time.perf_counter()
         model, processor, log = trained_model(cfg, run, cache, out, console)
         tokens = TaskTokens.build(model, processor.tokenizer)
@@ -463,9 +562,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vlat-seeds", type=int, nargs="*", default=None)
     parser.add_argument("--steps", type=int, default=None, help="training steps of the vanilla runs")
     parser.add_argument("--vlat-steps", type=int, default=None, help="training steps of the VLAT runs")
-    parser.add_argument("--only", nargs="+", default=None, metavar="RUN",
-                        help="train/evaluate only these runs now (e.g. vanilla_s1 vlat_s0), to share the work "
-                             "between processes on one --out; a final call without --only collects all")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="train/evaluate only these runs now (e.g. vanilla_s1 vlat_s0), to share the work "
+        "between processes on one --out; a final call without --only collects all",
+    )
     parser.add_argument("--eval-n", type=int, default=None, help="recordings per length")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; --quick: 1)")
     args = parser.parse_args(argv)

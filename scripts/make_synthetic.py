@@ -61,17 +61,39 @@ def main(argv: list[str] | None = None) -> int:
         from recipes.speech_synthetic import make_digits_dataset, make_speech_mcqa_dataset
 
         if args.task == "digits":
-            ds = make_digits_dataset(args.out, args.num, seed=args.seed, split=split, min_digits=args.min_digits,
-                                     max_digits=args.max_digits, write_shards=not args.no_shards,
-                                     maxcount=args.maxcount, progress=True)
+            ds = make_digits_dataset(
+                args.out,
+                args.num,
+                seed=args.seed,
+                split=split,
+                min_digits=args.min_digits,
+                max_digits=args.max_digits,
+                write_shards=not args.no_shards,
+                maxcount=args.maxcount,
+                progress=True,
+            )
         else:
-            ds = make_speech_mcqa_dataset(args.out, args.num, seed=args.seed, split=split,
-                                          min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                                          write_shards=args.shards, maxcount=args.maxcount, progress=True)
+            ds = make_speech_mcqa_dataset(
+                args.out,
+                args.num,
+                seed=args.seed,
+                split=split,
+                min_seconds=args.min_seconds,
+                max_seconds=args.max_seconds,
+                write_shards=args.shards,
+                maxcount=args.maxcount,
+                progress=True,
+            )
     elif args.task == "notes":
         ds = make_notes_dataset(
-            args.out, args.num, seed=args.seed, cfg=cfg, split=args.split or "train",
-            write_shards=not args.no_shards, maxcount=args.maxcount, progress=True,
+            args.out,
+            args.num,
+            seed=args.seed,
+            cfg=cfg,
+            split=args.split or "train",
+            write_shards=not args.no_shards,
+            maxcount=args.maxcount,
+            progress=True,
         )
     else:
         ds = make_mcqa_dataset(args.out, args.num, seed=args.seed, cfg=cfg, split=args.split or "mcqa")

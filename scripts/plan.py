@@ -41,8 +41,12 @@ import yaml
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 GIB = 1024**3
-GPUS = (("24 GB (RTX 4090 / A10G / L4)", 24), ("40 GB (A100-40GB)", 40), ("48 GB (L40S / RTX 6000 Ada)", 48),
-        ("80 GB (A100-80GB / H100)", 80))
+GPUS = (
+    ("24 GB (RTX 4090 / A10G / L4)", 24),
+    ("40 GB (A100-40GB)", 40),
+    ("48 GB (L40S / RTX 6000 Ada)", 48),
+    ("80 GB (A100-80GB / H100)", 80),
+)
 CONTEXT_GIB = 2.0
 NF4_BYTES = 0.5 + 0.127 / 8  # 4-bit weights + double-quantized block scales
 
@@ -87,9 +91,7 @@ def parameter_counts(model) -> dict[str, int]:
 
 def lm_linear_parameters(model) -> int:
     """Weights of the LM's decoder linear layers (what QLoRA quantizes: not embedding / lm_head / vision / audio)."""
-    return sum(
-        m.weight.numel() for m in model.model.language_model.layers.modules() if isinstance(m, torch.nn.Linear)
-    )
+    return sum(m.weight.numel() for m in model.model.language_model.layers.modules() if isinstance(m, torch.nn.Linear))
 
 
 @dataclass
@@ -126,7 +128,11 @@ def trainable_parameters(model, recipe: dict) -> int:
         target_modules=lora_target_regex(recipe.get("lora_targets", ["q_proj", "k_proj", "v_proj", "o_proj"])),
         bias="none",
     )
-    key = (id(model), lora.r, tuple(sorted(lora.target_modules)) if isinstance(lora.target_modules, set) else lora.target_modules)
+    key = (
+        id(model),
+        lora.r,
+        tuple(sorted(lora.target_modules)) if isinstance(lora.target_modules, set) else lora.target_modules,
+    )
     if key not in _LORA_COUNTS:  # stage 2, VLAT and QLoRA share their LoRA settings: wrap the meta model once
         peft_model = get_peft_model(copy.deepcopy(model), lora)
         _LORA_COUNTS[key] = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
@@ -136,7 +142,9 @@ def trainable_parameters(model, recipe: dict) -> int:
 _LORA_COUNTS: dict[tuple, int] = {}
 
 
-def plan_recipe(model, counts: dict[str, int], path: Path, text_tokens: int = 128, batch_size: int | None = None) -> RecipePlan:
+def plan_recipe(
+    model, counts: dict[str, int], path: Path, text_tokens: int = 128, batch_size: int | None = None
+) -> RecipePlan:
     """Memory estimate of one recipe file at its own batch size (or ``batch_size``)."""
     spec = yaml.safe_load(path.read_text())
     recipe, data = spec["model"], spec["data"]
@@ -218,7 +226,9 @@ def render(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text-tokens", type=int, default=128, help="prompt + answer tokens per sample (default 128)")
-    p.add_argument("--batch-size", type=int, default=None, help="per-GPU batch instead of each recipe's data.batch_size")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="per-GPU batch instead of each recipe's data.batch_size"
+    )
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.text_tokens < 0:

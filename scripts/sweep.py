@@ -67,7 +67,9 @@ def run_sweep(
     point journals its answers in ``out_dir/points/c<cutoff>_t<temperature>`` (resumable) and ``sweep.csv``
     is rewritten after every point."""
     grid = [
-        AudioContextExtension(method="partial_yarn", cutoff=int(c), temperature=float(t), base_audio_seconds=base_audio_seconds)
+        AudioContextExtension(
+            method="partial_yarn", cutoff=int(c), temperature=float(t), base_audio_seconds=base_audio_seconds
+        )
         for c in cutoffs
         for t in temperatures
     ]
@@ -96,12 +98,25 @@ def run_sweep(
                 if out_dir is not None:
                     point_dir = Path(out_dir) / "points" / f"c{extension.cutoff}_t{extension.temperature:g}"
                 result = evaluate_mcqa(
-                    model, processor, items, audio_cache=audio_cache, show_progress=False, console=console,
-                    out_dir=point_dir, **eval_kwargs,
+                    model,
+                    processor,
+                    items,
+                    audio_cache=audio_cache,
+                    show_progress=False,
+                    console=console,
+                    out_dir=point_dir,
+                    **eval_kwargs,
                 )
                 points.append(
-                    SweepPoint(extension.cutoff, extension.temperature, result.accuracy, result.n, result.correct,
-                               result.invalid, len(result.unreadable))
+                    SweepPoint(
+                        extension.cutoff,
+                        extension.temperature,
+                        result.accuracy,
+                        result.n,
+                        result.correct,
+                        result.invalid,
+                        len(result.unreadable),
+                    )
                 )
                 if out_dir is not None:
                     write_csv(points, Path(out_dir) / "sweep.csv")
@@ -150,7 +165,9 @@ def plot_heatmap(points: Sequence[SweepPoint], path: str | os.PathLike, title: s
         for j in range(len(temperatures)):
             if np.isfinite(grid[i, j]):
                 value = grid[i, j] * 100
-                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "black")
+                ax.text(
+                    j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "black"
+                )
     if np.isfinite(grid).any():
         i, j = np.unravel_index(np.nanargmax(grid), grid.shape)
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
@@ -226,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> list[SweepPoint]:
     png_path = plot_heatmap(points, out / "sweep.png", title=title)
     console.print(sweep_table(points))
     best = max(points, key=lambda p: p.accuracy)
-    console.print(f"best: cutoff {best.cutoff}, temperature {best.temperature:g} -> {best.accuracy:.3f}; {csv_path}, {png_path}")
+    console.print(
+        f"best: cutoff {best.cutoff}, temperature {best.temperature:g} -> {best.accuracy:.3f}; {csv_path}, {png_path}"
+    )
     return points
 
 

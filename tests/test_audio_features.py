@@ -107,8 +107,14 @@ def test_resample_tone_to_16k(orig_sr):
     assert np.abs(out.numpy()[interior] - expected[interior]).max() < 2e-3
 
 
-def _direct_windowed_sinc(x: np.ndarray, orig_sr: int, target_sr: int, width: int = 16, rolloff: float = 0.945,
-                          beta: float = 14.769656459379492) -> np.ndarray:
+def _direct_windowed_sinc(
+    x: np.ndarray,
+    orig_sr: int,
+    target_sr: int,
+    width: int = 16,
+    rolloff: float = 0.945,
+    beta: float = 14.769656459379492,
+) -> np.ndarray:
     """The resampler's definition evaluated sample by sample in float64: output n is
     sum_k x[k] * (b / orig) * sinc(t) * kaiser(t / width), t = (k / orig - n / new) * b, b = min(orig, new) * rolloff,
     with orig:new the reduced rate ratio and the Kaiser window zero for |t| >= width."""

@@ -10,8 +10,9 @@ from scripts._bench_stats import bootstrap_median_ci, interleave, paired_ratio
 
 def test_interleave_alternates_order_and_pairs_rounds():
     calls = []
-    samples = interleave({"a": lambda: calls.append("a") or 1.0, "b": lambda: calls.append("b") or 2.0},
-                         rounds=3, warmup=1)
+    samples = interleave(
+        {"a": lambda: calls.append("a") or 1.0, "b": lambda: calls.append("b") or 2.0}, rounds=3, warmup=1
+    )
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert samples == {"a": [1.0] * 3, "b": [2.0] * 3}
 

@@ -67,7 +67,13 @@ def test_bad_record_names_the_line(tmp_path):
 
 def test_buckets():
     edges = [60, 120]
-    assert [eval_mcqa.bucket_label(s, edges) for s in (5, 60, 61, 120, 500)] == ["<=60s", "<=60s", "60-120s", "60-120s", ">120s"]
+    assert [eval_mcqa.bucket_label(s, edges) for s in (5, 60, 61, 120, 500)] == [
+        "<=60s",
+        "<=60s",
+        "60-120s",
+        "60-120s",
+        ">120s",
+    ]
     assert eval_mcqa.bucket_order(edges) == ["<=60s", "60-120s", ">120s"]
 
 
@@ -87,7 +93,9 @@ def test_oracle_accuracy_and_buckets(setup, kind, accuracy, invalid):
     _, manifest = setup
     items = eval_mcqa.load_mcqa(manifest)
     edges = sorted(it.seconds for it in items)[2:5:2]  # two edges inside the data: three non-empty buckets
-    result = eval_mcqa.evaluate_mcqa(None, None, items, batch_size=3, bucket_edges=edges, respond=_oracle(kind), show_progress=False)
+    result = eval_mcqa.evaluate_mcqa(
+        None, None, items, batch_size=3, bucket_edges=edges, respond=_oracle(kind), show_progress=False
+    )
     assert result.n == N and result.accuracy == accuracy and result.invalid == invalid
     rows = result.by_bucket()
     assert len(rows) == 3
@@ -129,11 +137,34 @@ def test_oracle_through_real_batched_generate(setup, monkeypatch):
 def test_cli_end_to_end(setup, tmp_path):
     ckpt, manifest = setup
     out = tmp_path / "out"
-    result = eval_mcqa.main([
-        "--model", str(ckpt), "--data", str(manifest), "--out", str(out), "--batch-size", "4",
-        "--max-new-tokens", "3", "--bucket-edges", "1.5", "2.0", "--no-progress", "--device", "cpu",
-        "--method", "partial_yarn", "--cutoff", "4", "--temperature", "1.2", "--base-audio-seconds", "1",
-    ])
+    result = eval_mcqa.main(
+        [
+            "--model",
+            str(ckpt),
+            "--data",
+            str(manifest),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--max-new-tokens",
+            "3",
+            "--bucket-edges",
+            "1.5",
+            "2.0",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--method",
+            "partial_yarn",
+            "--cutoff",
+            "4",
+            "--temperature",
+            "1.2",
+            "--base-audio-seconds",
+            "1",
+        ]
+    )
     payload = json.loads((out / "results.json").read_text())
     summary = payload["summary"]
     assert summary["n"] == N == len(payload["predictions"]) == result.n
@@ -153,10 +184,22 @@ def test_cli_end_to_end(setup, tmp_path):
     assert sum(int(b["n"]) for b in buckets[:-1]) == N
 
 
-# ------------------------------------------------------------------ issue 12: write as it goes, unreadable items, resume
+# ------------------------------------------------------------ issue 12: write as it goes, unreadable items, resume
 def _argv(ckpt, data, out, *extra):
-    return ["--model", str(ckpt), "--data", str(data), "--out", str(out), "--batch-size", "3", "--no-progress",
-            "--device", "cpu", *extra]
+    return [
+        "--model",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "3",
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def _read(out):
@@ -245,7 +288,9 @@ def test_interrupted_run_keeps_its_answers_and_resumes_to_the_same_result(setup,
 
 def test_control_tokens_in_questions_are_refused(tmp_path):
     path = tmp_path / "inj.jsonl"
-    path.write_text(json.dumps({"audio": "a.flac", "question": "q<|im_end|>", "choices": ["a", "b"], "answer": 0,
-                                "seconds": 1}) + "\n")
+    path.write_text(
+        json.dumps({"audio": "a.flac", "question": "q<|im_end|>", "choices": ["a", "b"], "answer": 0, "seconds": 1})
+        + "\n"
+    )
     with pytest.raises(ValueError, match=r"inj\.jsonl:1: .*<\|im_end\|>"):
         eval_mcqa.load_mcqa(path)

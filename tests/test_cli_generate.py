@@ -45,8 +45,20 @@ def test_read_audio_resamples_to_16k(files):
 
 def test_cli_equals_generate_text_equals_direct_decode(files, capsys):
     ckpt, audio, image = files
-    argv = ["--model", str(ckpt), "--audio", *map(str, audio), "--image", str(image), "--prompt", PROMPT,
-            "--max-new-tokens", "8", "--device", "cpu"]
+    argv = [
+        "--model",
+        str(ckpt),
+        "--audio",
+        *map(str, audio),
+        "--image",
+        str(image),
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "8",
+        "--device",
+        "cpu",
+    ]
     cli_text = generate.main(argv)
     streamed = capsys.readouterr().out
     assert cli_text.strip(), "the tiny model should produce some text in 8 tokens"
@@ -57,19 +69,39 @@ def test_cli_equals_generate_text_equals_direct_decode(files, capsys):
 
     # direct: hand-built chat turn, soundfile + processor resampling, plain generate + decode
     clips, rates = zip(*(sf.read(str(p), dtype="float32") for p in audio))
-    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "audio"}, {"type": "audio"},
-                                                  {"type": "text", "text": PROMPT}]}]
+    conversation = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "audio"}, {"type": "audio"}, {"type": "text", "text": PROMPT}],
+        }
+    ]
     text = processor.apply_chat_template(conversation, add_generation_prompt=True)
-    inputs = processor(text=[text], audio=list(clips), sampling_rate=list(rates), images=[Image.open(image).convert("RGB")])
+    inputs = processor(
+        text=[text], audio=list(clips), sampling_rate=list(rates), images=[Image.open(image).convert("RGB")]
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    assert processor.batch_decode(out[:, inputs["input_ids"].shape[1]:])[0] == cli_text
+    assert processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])[0] == cli_text
 
 
 def test_beam_search_prints_at_end(files, capsys):
     ckpt, audio, _ = files
-    text = generate.main(["--model", str(ckpt), "--audio", str(audio[0]), "--prompt", PROMPT,
-                          "--max-new-tokens", "5", "--num-beams", "2", "--device", "cpu"])
+    text = generate.main(
+        [
+            "--model",
+            str(ckpt),
+            "--audio",
+            str(audio[0]),
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "5",
+            "--num-beams",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert capsys.readouterr().out == text + "\n"
 
 
@@ -80,8 +112,9 @@ def test_extension_flags_set_model_extension(files, monkeypatch, capsys):
     argv = ["--model", str(ckpt), "--audio", str(audio[0]), "--prompt", PROMPT, "--max-new-tokens", "6"]
     plain = generate.main(argv)
     assert model.context_extension.method == "none"
-    stretched = generate.main(argv + ["--method", "partial_yarn", "--cutoff", "4", "--temperature", "1.3",
-                                      "--base-audio-seconds", "0.5"])
+    stretched = generate.main(
+        argv + ["--method", "partial_yarn", "--cutoff", "4", "--temperature", "1.3", "--base-audio-seconds", "0.5"]
+    )
     ext = model.context_extension
     assert (ext.method, ext.cutoff, ext.temperature, ext.base_audio_seconds) == ("partial_yarn", 4, 1.3, 0.5)
     assert model.config.context_extension["method"] == "partial_yarn"
@@ -103,8 +136,15 @@ def test_extension_flags_set_model_extension(files, monkeypatch, capsys):
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("bad", [["--method", "partial_pi", "--cutoff", "3"], ["--method", "none", "--temperature", "2"],
-                                 ["--method", "partial_yarn", "--temperature", "-1"], ["--method", "bogus"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--method", "partial_pi", "--cutoff", "3"],
+        ["--method", "none", "--temperature", "2"],
+        ["--method", "partial_yarn", "--temperature", "-1"],
+        ["--method", "bogus"],
+    ],
+)
 def test_bad_extension_flags_are_cli_errors(files, bad, capsys):
     ckpt, audio, _ = files
     with pytest.raises(SystemExit) as exc:

@@ -33,11 +33,31 @@ def test_cli_writes_full_grid_csv_and_png(setup, tmp_path):
     ckpt, manifest = setup
     out = tmp_path / "out"
     cutoffs, temps = [0, 4, 8], [0.8, 1.2]
-    points = sweep.main([
-        "--model", str(ckpt), "--data", str(manifest), "--out", str(out), "--cutoffs", *map(str, cutoffs),
-        "--temperatures", *map(str, temps), "--base-audio-seconds", "1", "--limit", "3", "--batch-size", "3",
-        "--max-new-tokens", "2", "--no-progress", "--device", "cpu",
-    ])
+    points = sweep.main(
+        [
+            "--model",
+            str(ckpt),
+            "--data",
+            str(manifest),
+            "--out",
+            str(out),
+            "--cutoffs",
+            *map(str, cutoffs),
+            "--temperatures",
+            *map(str, temps),
+            "--base-audio-seconds",
+            "1",
+            "--limit",
+            "3",
+            "--batch-size",
+            "3",
+            "--max-new-tokens",
+            "2",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     with open(out / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["cutoff", "temperature", "accuracy", "n", "correct", "invalid", "unreadable"]
@@ -83,8 +103,16 @@ def test_run_sweep_evaluates_each_point_with_its_extension(setup, monkeypatch):
         good = (ext.cutoff, ext.temperature) == (4, 1.2)
         return [f"({it.answer + 1 if good else (it.answer + 1) % 4 + 1})" for it in batch]
 
-    points = sweep.run_sweep(model, processor, items, cutoffs=[8, 4, 0], temperatures=[0.6, 1.2, 1.5],
-                             base_audio_seconds=2.0, show_progress=False, respond=respond)
+    points = sweep.run_sweep(
+        model,
+        processor,
+        items,
+        cutoffs=[8, 4, 0],
+        temperatures=[0.6, 1.2, 1.5],
+        base_audio_seconds=2.0,
+        show_progress=False,
+        respond=respond,
+    )
     assert len(calls) == 9
     assert model.context_extension.method == "partial_pi" and model.context_extension.base_audio_seconds == 7.0
     cutoffs, temps, grid = sweep.accuracy_grid(points)
@@ -112,9 +140,29 @@ def test_interrupted_sweep_keeps_finished_points_and_resumes(setup, tmp_path, mo
         calls.append([it.key for it in batch])
         return right(model, processor, batch, audio)
 
-    argv = lambda out: ["--model", str(ckpt), "--data", str(manifest), "--out", str(out), "--cutoffs", "0", "4",
-                        "--temperatures", "0.8", "1.2", "--base-audio-seconds", "1", "--batch-size", "4",
-                        "--no-progress", "--device", "cpu"]
+    def argv(out):
+        return [
+            "--model",
+            str(ckpt),
+            "--data",
+            str(manifest),
+            "--out",
+            str(out),
+            "--cutoffs",
+            "0",
+            "4",
+            "--temperatures",
+            "0.8",
+            "1.2",
+            "--base-audio-seconds",
+            "1",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+
     monkeypatch.setattr(eval_mcqa, "answer_batch", crashing)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="device lost"):

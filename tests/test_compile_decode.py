@@ -108,7 +108,9 @@ def test_prompt_placeholders_without_audio_still_raise(model_and_processor):
         history = torch.cat([first.sequences, turn], dim=1)
         with pytest.raises(ValueError, match="2 <.AUDIO.> placeholder tokens but no audio"):  # one per row
             model.generate(
-                input_ids=history, attention_mask=torch.ones_like(history), past_key_values=first.past_key_values,
+                input_ids=history,
+                attention_mask=torch.ones_like(history),
+                past_key_values=first.past_key_values,
                 max_new_tokens=2,
             )
     model.__dict__.pop("_compiled_call", None)

@@ -147,8 +147,13 @@ def test_datamodule_exposes_counts_across_ranks_and_workers(salted, processor):
     keys = []
     for rank in range(2):
         dm = AudioShardDataModule(
-            train_shards=salted["urls"], processor=processor, batch_size=3, num_workers=2,
-            max_audio_seconds=MAX_SECONDS, rank=rank, world_size=2,
+            train_shards=salted["urls"],
+            processor=processor,
+            batch_size=3,
+            num_workers=2,
+            max_audio_seconds=MAX_SECONDS,
+            rank=rank,
+            world_size=2,
         )
         dm.setup("fit")
         for batch in dm.train_dataloader():
@@ -168,8 +173,12 @@ def test_message_validation_reasons():
             {"messages": [{"role": "robot", "content": "x"}]},
             {"messages": [{"role": "user", "content": 5}]},
             {"prompt": 1, "response": "x"},
-            {"messages": [{"role": "user", "content": [{"type": "audio"}, {"type": "audio"}]},
-                          {"role": "assistant", "content": "x"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "audio"}, {"type": "audio"}]},
+                    {"role": "assistant", "content": "x"},
+                ]
+            },
         ],
         SkipReason.MISSING_FIELDS: [
             {},
@@ -179,8 +188,12 @@ def test_message_validation_reasons():
             {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]},
         ],
         SkipReason.MISSING_IMAGE: [
-            {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
-                          {"role": "assistant", "content": "a"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
         ],
     }
     for reason, records in cases.items():
@@ -189,6 +202,7 @@ def test_message_validation_reasons():
                 normalize_messages(record)
             assert info.value.reason == reason, record
     # string content gets the audio item inserted into the first user turn; the image goes after it
-    msgs = normalize_messages({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
-                              has_image=True)
+    msgs = normalize_messages(
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, has_image=True
+    )
     assert msgs[0]["content"] == [{"type": "audio"}, {"type": "image"}, {"type": "text", "text": "q"}]

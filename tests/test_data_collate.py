@@ -22,7 +22,9 @@ def processor():
 def _clip(seconds: float, freq: float, seed: int) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
-    return torch.from_numpy((0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32))
+    return torch.from_numpy(
+        (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+    )
 
 
 def _sample(key, seconds, freq, prompt, response, seed=0, image=None):
@@ -90,20 +92,30 @@ def test_feature_order_and_chunk_counts(processor, samples):
     for row, s in enumerate(samples):
         n_tokens = int((batch["input_ids"][row] == audio_id).sum())
         assert n_tokens == processor.audio_token_count(s["audio"].shape[-1]) == int(batch["audio_token_counts"][row])
-    assert set(model_inputs(batch)) <= {"input_ids", "attention_mask", "labels", "mm_token_type_ids",
-                                        "input_features", "input_features_mask"}
+    assert set(model_inputs(batch)) <= {
+        "input_ids",
+        "attention_mask",
+        "labels",
+        "mm_token_type_ids",
+        "input_features",
+        "input_features_mask",
+    }
     assert "labels" not in model_inputs(batch, with_labels=False)
 
 
 def test_labels_cover_every_assistant_turn(processor):
     tok = processor.tokenizer
-    messages = normalize_messages({"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "First?"}]},
-        {"role": "assistant", "content": "one"},
-        {"role": "user", "content": "And then?"},
-        {"role": "assistant", "content": [{"type": "text", "text": "two three"}]},
-    ]})
+    messages = normalize_messages(
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "First?"}]},
+                {"role": "assistant", "content": "one"},
+                {"role": "user", "content": "And then?"},
+                {"role": "assistant", "content": [{"type": "text", "text": "two three"}]},
+            ]
+        }
+    )
     batch = AudioCollator(processor)([{"key": "k", "audio": _clip(1.2, 440.0, 0), "messages": messages}])
     labels, ids = batch["labels"][0], batch["input_ids"][0]
     kept = labels != IGNORE_INDEX
@@ -120,7 +132,9 @@ def test_generation_batches(processor, samples):
     assert batch["references"] == ["C4 E4", "a much longer answer with several words in it", "G4"]
     tok = processor.tokenizer
     for row in range(len(samples)):
-        text = tok.decode(batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist(), skip_special_tokens=False)
+        text = tok.decode(
+            batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist(), skip_special_tokens=False
+        )
         assert text.endswith("<|im_start|>assistant\n")
         assert batch["references"][row] not in text
     assert batch["attention_mask"][:, -1].all()  # left padded

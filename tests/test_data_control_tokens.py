@@ -33,8 +33,12 @@ def processor():
         {"prompt": "look at <|vision_start|><|image_pad|><|vision_end|>", "response": "a"},
         {"prompt": "x <|audio_bos|> y", "response": "a"},
         {"messages": [{"role": "user", "content": INJECTED}, {"role": "assistant", "content": "a"}]},
-        {"messages": [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "q<|AUDIO|>"}]},
-                      {"role": "assistant", "content": [{"type": "text", "text": "a"}]}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "q<|AUDIO|>"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+            ]
+        },
     ],
 )
 def test_control_tokens_in_sample_text_are_a_counted_skip(record):
@@ -54,9 +58,17 @@ def _flac(seconds: float = 0.5) -> bytes:
 def test_injected_sample_never_trains_fake(tmp_path, processor):
     path = tmp_path / "inject-0.tar"
     samples = [
-        {"__key__": "good0", "flac": _flac(), "json": json.dumps({"prompt": "Which notes?", "response": "C4 E4"}).encode()},
+        {
+            "__key__": "good0",
+            "flac": _flac(),
+            "json": json.dumps({"prompt": "Which notes?", "response": "C4 E4"}).encode(),
+        },
         {"__key__": "inject", "flac": _flac(), "json": json.dumps({"prompt": INJECTED, "response": "C4"}).encode()},
-        {"__key__": "good1", "flac": _flac(), "json": json.dumps({"prompt": "Which notes?", "response": "G4"}).encode()},
+        {
+            "__key__": "good1",
+            "flac": _flac(),
+            "json": json.dumps({"prompt": "Which notes?", "response": "G4"}).encode(),
+        },
     ]
     with wds.TarWriter(str(path)) as w:
         for s in samples:

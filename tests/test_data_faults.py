@@ -34,8 +34,11 @@ def _good(seed: int, i: int, key: str | None = None) -> dict:
     s = notes_sample(seed, i)
     buf = io.BytesIO()
     sf.write(buf, s["audio"], 16000, format="FLAC")
-    return {"__key__": key or s["key"], "flac": buf.getvalue(),
-            "json": json.dumps({"prompt": s["prompt"], "response": s["response"]}).encode()}
+    return {
+        "__key__": key or s["key"],
+        "flac": buf.getvalue(),
+        "json": json.dumps({"prompt": s["prompt"], "response": s["response"]}).encode(),
+    }
 
 
 def _write(path, samples) -> str:
@@ -59,8 +62,10 @@ def test_damaged_header_mid_shard_resynchronises(tmp_path):
     later as missing_audio), and one corrupt_shard event says how many bytes were skipped. Same for a gzip
     stream and a pipe (stream mode, no seeking)."""
     rng = np.random.default_rng(0)
-    samples = [{"__key__": f"s{i:03d}", "flac": rng.bytes(3000 + 700 * i), "json": json.dumps({"i": i}).encode()}
-               for i in range(5)]
+    samples = [
+        {"__key__": f"s{i:03d}", "flac": rng.bytes(3000 + 700 * i), "json": json.dumps({"i": i}).encode()}
+        for i in range(5)
+    ]
     plain = tmp_path / "damaged.tar"
     _write(plain, samples)
     with tarfile.open(plain) as tf:
@@ -84,7 +89,9 @@ def test_damaged_header_mid_shard_resynchronises(tmp_path):
                 assert s["flac"] == samples[i]["flac"], url
         assert [e.reason for e in events] == [SkipReason.CORRUPT_SHARD], url
         skipped = member.offset_data + ((member.size + 511) // 512) * 512 - member.offset
-        assert f"skipped {skipped} bytes" in events[0].detail and str(member.offset) in events[0].detail, events[0].detail
+        assert f"skipped {skipped} bytes" in events[0].detail and str(member.offset) in events[0].detail, events[
+            0
+        ].detail
 
 
 def test_gzip_shards_multi_member_padded_and_cut_short(tmp_path):
@@ -151,8 +158,14 @@ def test_oversized_member_is_skipped_before_it_is_read(tmp_path):
     big = 32 << 20
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, payload in [("a.flac", b"A" * 5000), ("a.json", b"{}"), ("b.flac", None), ("b.json", b"{}"),
-                              ("c.flac", b"C" * 5000), ("c.json", b"{}")]:
+        for name, payload in [
+            ("a.flac", b"A" * 5000),
+            ("a.json", b"{}"),
+            ("b.flac", None),
+            ("b.json", b"{}"),
+            ("c.flac", b"C" * 5000),
+            ("c.json", b"{}"),
+        ]:
             info = tarfile.TarInfo(name)
             if payload is None:
                 info.size = big
@@ -192,7 +205,9 @@ def test_loader_pass_without_a_sample_raises_naming_shards_and_counts(tmp_path, 
     from recipes.data import AudioShardDataset, ShardLoader
     from recipes.skips import NoDataError
 
-    bad = [{"__key__": f"bad{i}", "flac": os.urandom(2000), "json": b'{"prompt": "q", "response": "a"}'} for i in range(3)]
+    bad = [
+        {"__key__": f"bad{i}", "flac": os.urandom(2000), "json": b'{"prompt": "q", "response": "a"}'} for i in range(3)
+    ]
     shard = _write(tmp_path / "allbad-000000.tar", bad)
     missing = str(tmp_path / "train-000001.tar")
     for workers in (0, 2):
@@ -208,10 +223,21 @@ def test_loader_pass_without_a_sample_raises_naming_shards_and_counts(tmp_path, 
 @pytest.mark.parametrize(
     "name, value",
     [
-        ("batch_size", 0), ("batch_size", -4), ("batch_size", 2.5), ("eval_batch_size", 0), ("num_workers", -1),
-        ("shuffle_buffer", -1), ("max_audio_seconds", 0), ("max_audio_seconds", float("nan")),
-        ("max_member_bytes", 0), ("world_size", 0), ("rank", 2), ("seed", 1.5),
-        ("train_padding_side", "up"), ("eval_padding_side", None), ("split", "random"),
+        ("batch_size", 0),
+        ("batch_size", -4),
+        ("batch_size", 2.5),
+        ("eval_batch_size", 0),
+        ("num_workers", -1),
+        ("shuffle_buffer", -1),
+        ("max_audio_seconds", 0),
+        ("max_audio_seconds", float("nan")),
+        ("max_member_bytes", 0),
+        ("world_size", 0),
+        ("rank", 2),
+        ("seed", 1.5),
+        ("train_padding_side", "up"),
+        ("eval_padding_side", None),
+        ("split", "random"),
     ],
 )
 def test_datamodule_refuses_out_of_range_settings(name, value):

@@ -69,8 +69,13 @@ def features(tmp_path_factory):
             mono = signal(sr)
             # stereo: unequal channels whose mean is the mono signal
             audio = mono if channels == 1 else np.stack([1.5 * mono, 0.5 * mono], axis=1)
-            w.write({"__key__": key, ext: _bytes(audio, sr, fmt, subtype),
-                     "json": json.dumps({"prompt": "p", "response": "r"}).encode()})
+            w.write(
+                {
+                    "__key__": key,
+                    ext: _bytes(audio, sr, fmt, subtype),
+                    "json": json.dumps({"prompt": "p", "response": "r"}).encode(),
+                }
+            )
     ds = AudioShardDataset([str(path)], processor)
     collate = AudioCollator(processor)
     out = {}

@@ -51,12 +51,20 @@ def shards(tmp_path_factory):
             for i in range(6):
                 index += 1
                 if i % 3 == 2:
-                    writer.write({"__key__": f"bad{index:03d}", "flac": os.urandom(2000), "json": b'{"prompt": "q", "response": "a"}'})
+                    writer.write(
+                        {
+                            "__key__": f"bad{index:03d}",
+                            "flac": os.urandom(2000),
+                            "json": b'{"prompt": "q", "response": "a"}',
+                        }
+                    )
                     continue
                 s = notes_sample(3, index)
                 sf.write(audio_path, s["audio"], SR, format="FLAC")
                 record = {"prompt": s["prompt"], "response": s["response"]}
-                writer.write({"__key__": s["key"], "flac": audio_path.read_bytes(), "json": json.dumps(record).encode()})
+                writer.write(
+                    {"__key__": s["key"], "flac": audio_path.read_bytes(), "json": json.dumps(record).encode()}
+                )
     return str(root / "part-*.tar")
 
 
@@ -99,7 +107,9 @@ def test_fast_forward_decodes_nothing_it_passes_over(shards, processor, monkeypa
         record_stream_position(stream, batch["stream_position"])
     decoded = []
     original = AudioShardDataset.decode
-    monkeypatch.setattr(AudioShardDataset, "decode", lambda self, raw: decoded.append(raw["__key__"]) or original(self, raw))
+    monkeypatch.setattr(
+        AudioShardDataset, "decode", lambda self, raw: decoded.append(raw["__key__"]) or original(self, raw)
+    )
     dm.resume_at(0, 3, stream=stream)
     rest = [b["keys"] for b in dm.train_dataloader()]
     assert rest == [b["keys"] for b in full[3:]]

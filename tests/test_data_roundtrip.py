@@ -35,7 +35,11 @@ def notes(tmp_path_factory):
     pattern = str(root / "shards" / "train-%04d.tar")
     assert make_shards_main([str(ds.manifest), pattern, "--maxcount", "3", "--no-progress"]) == 0
     entries = [json.loads(line) for line in ds.manifest.read_text().splitlines()]
-    return {"root": root, "glob": str(root / "shards" / "*.tar"), "responses": {e["key"]: e["response"] for e in entries}}
+    return {
+        "root": root,
+        "glob": str(root / "shards" / "*.tar"),
+        "responses": {e["key"]: e["response"] for e in entries},
+    }
 
 
 def _check_labels(processor, batch, responses):
@@ -62,8 +66,16 @@ def test_simulated_ranks_and_workers_see_each_sample_once(notes, processor):
     for rank in range(2):
         for worker in range(2):
             ds = AudioShardDataset(
-                notes["glob"], processor, batch_size=4, shuffle_buffer=5, shuffle_shards=True, seed=7,
-                rank=rank, world_size=2, worker=worker, num_workers=2,
+                notes["glob"],
+                processor,
+                batch_size=4,
+                shuffle_buffer=5,
+                shuffle_shards=True,
+                seed=7,
+                rank=rank,
+                world_size=2,
+                worker=worker,
+                num_workers=2,
             )
             keys = []
             for batch in ds:
@@ -83,8 +95,14 @@ def test_real_dataloader_workers_two_ranks(notes, processor):
     seen = Counter()
     for rank in range(2):
         ds = AudioShardDataset(
-            notes["glob"], processor, batch_size=3, shuffle_buffer=4, shuffle_shards=True, seed=1,
-            rank=rank, world_size=2,
+            notes["glob"],
+            processor,
+            batch_size=3,
+            shuffle_buffer=4,
+            shuffle_shards=True,
+            seed=1,
+            rank=rank,
+            world_size=2,
         )
         loader = ShardLoader(ds, num_workers=2)
         rank_keys = []
@@ -125,8 +143,15 @@ def test_datamodule_batches(notes, processor):
     from recipes.data import AudioShardDataModule
 
     dm = AudioShardDataModule(
-        train_shards=notes["glob"], val_shards=notes["glob"], test_shards=notes["glob"], processor=processor,
-        batch_size=5, num_workers=0, shuffle_buffer=4, rank=0, world_size=1,
+        train_shards=notes["glob"],
+        val_shards=notes["glob"],
+        test_shards=notes["glob"],
+        processor=processor,
+        batch_size=5,
+        num_workers=0,
+        shuffle_buffer=4,
+        rank=0,
+        world_size=1,
     )
     dm.setup("fit")
     train = list(dm.train_dataloader())
@@ -161,9 +186,14 @@ def test_make_shards_skips_bad_lines_and_keeps_good_neighbours(tmp_path):
     lines = [
         {"key": "ok_wav", "audio": "good.wav", "prompt": "p", "response": "r1"},
         {"key": "no_file", "audio": "missing.wav", "prompt": "p", "response": "r"},
-        {"key": "ok_flac", "audio": str(tmp_path / "good.flac"), "messages": [
-            {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": "r2"}]},
+        {
+            "key": "ok_flac",
+            "audio": str(tmp_path / "good.flac"),
+            "messages": [
+                {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "q"}]},
+                {"role": "assistant", "content": "r2"},
+            ],
+        },
         {"key": "garbage", "audio": "garbage.flac", "prompt": "p", "response": "r"},
         "NOT JSON",
         {"key": "empty", "audio": "empty.wav", "prompt": "p", "response": "r"},
@@ -185,7 +215,9 @@ def test_make_shards_skips_bad_lines_and_keeps_good_neighbours(tmp_path):
 
     from recipes.data import write_shards
 
-    summary = write_shards(manifest, str(tmp_path / "o3" / "s-%03d.tar"), maxcount=2, max_audio_seconds=10, progress=False)
+    summary = write_shards(
+        manifest, str(tmp_path / "o3" / "s-%03d.tar"), maxcount=2, max_audio_seconds=10, progress=False
+    )
     assert summary.written == 3
     assert dict(summary.skipped) == {
         SkipReason.MISSING_FILE: 1,
@@ -288,8 +320,14 @@ def test_datamodule_under_trainer_fit_reshuffles_per_epoch(notes, processor):
 
     dm = AudioShardDataModule(train_shards=notes["glob"], batch_size=6, num_workers=2, shuffle_buffer=6)
     probe = Probe()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(probe, datamodule=dm)
     epochs = [[k for e, keys in probe.seen if e == epoch for k in keys] for epoch in range(2)]
     for keys in epochs:

@@ -19,7 +19,9 @@ def _write_shard(path, n: int) -> None:
     rng = np.random.default_rng(0)
     with wds.TarWriter(str(path)) as writer:
         for i in range(n):
-            writer.write({"__key__": f"s{i:03d}", "flac": rng.bytes(5000 + 100 * i), "json": json.dumps({"i": i}).encode()})
+            writer.write(
+                {"__key__": f"s{i:03d}", "flac": rng.bytes(5000 + 100 * i), "json": json.dumps({"i": i}).encode()}
+            )
 
 
 def _read(url: str) -> tuple[list[tuple], list[str]]:

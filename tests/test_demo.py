@@ -60,8 +60,18 @@ def test_generate_cli_matches_demo_evaluation(quick_demo, capsys):
     out, _ = quick_demo
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     for row in rows[:2]:
-        text = generate.main(["--model", str(out / "final"), "--audio", row["audio"], "--prompt", row["prompt"],
-                              "--max-new-tokens", "32"])
+        text = generate.main(
+            [
+                "--model",
+                str(out / "final"),
+                "--audio",
+                row["audio"],
+                "--prompt",
+                row["prompt"],
+                "--max-new-tokens",
+                "32",
+            ]
+        )
         assert text.strip() == row["prediction"]
 
 
@@ -97,9 +107,17 @@ def test_standin_encoder_learns_then_is_frozen():
     clips = [notes_sample(0, i) for i in range(8)]
     feats = extract_features(processor.prepare_audio([c["audio"] for c in clips], 16000), processor.mel)
     targets = [[NOTE_NAMES.index(n) + 1 for n in c["notes"]] for c in clips]
-    fit = pretrain_standin_encoder(model.audio_tower, feats["input_features"], feats["input_features_mask"], targets,
-                                   num_classes=len(NOTE_NAMES), pool_stride=4, max_steps=40, max_seconds=600,
-                                   batch_size=8)
+    fit = pretrain_standin_encoder(
+        model.audio_tower,
+        feats["input_features"],
+        feats["input_features_mask"],
+        targets,
+        num_classes=len(NOTE_NAMES),
+        pool_stride=4,
+        max_steps=40,
+        max_seconds=600,
+        batch_size=8,
+    )
     assert fit["steps"] == 40
     assert sum(fit["losses"][-5:]) / 5 < 0.5 * sum(fit["losses"][:5]) / 5
     assert not any(p.requires_grad for p in model.audio_tower.parameters())

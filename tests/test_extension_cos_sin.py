@@ -29,9 +29,7 @@ def _expected(raw_rows, str_rows, section, cutoff, temperature, audio, inv_freq,
     cos, sin = [], []
     for token in range(len(audio)):
         scale = scaling / math.sqrt(temperature) if audio[token] else scaling
-        angles = [
-            (raw_rows if i < cutoff else str_rows)[row_of[i]][token] * float(inv_freq[i]) for i in range(half)
-        ]
+        angles = [(raw_rows if i < cutoff else str_rows)[row_of[i]][token] * float(inv_freq[i]) for i in range(half)]
         cos.append([math.cos(a) * scale for a in angles] * 2)
         sin.append([math.sin(a) * scale for a in angles] * 2)
     return torch.tensor(cos), torch.tensor(sin)

@@ -88,8 +88,11 @@ def test_generate_matches_no_cache_loop_with_extension(model_and_processor, with
         types = inputs["mm_token_type_ids"]
         for _ in range(5):
             logits = model(
-                input_ids=seq, attention_mask=torch.ones_like(seq), mm_token_type_ids=types,
-                input_features=inputs["input_features"], input_features_mask=inputs["input_features_mask"],
+                input_ids=seq,
+                attention_mask=torch.ones_like(seq),
+                mm_token_type_ids=types,
+                input_features=inputs["input_features"],
+                input_features_mask=inputs["input_features_mask"],
             ).logits[:, -1]
             seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
             types = torch.cat([types, torch.zeros(1, 1, dtype=torch.int32)], dim=1)

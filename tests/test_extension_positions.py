@@ -69,9 +69,7 @@ def test_left_padding_and_batch_rows_are_independent():
     # row 1: two pad tokens (position 1, as transformers fills), text 0, audio n=3 at positions 1..3 -> 1, 1.5, 2,
     #        then text 4, 5 -> 3, 4
     positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7], [1, 1, 0, 1, 2, 3, 4, 5]])
-    mask = torch.tensor(
-        [[0, 1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 0, 0]], dtype=torch.bool
-    )
+    mask = torch.tensor([[0, 1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 0, 0]], dtype=torch.bool)
     out = stretch_positions(positions, mask, base_audio_tokens=2)
     _close(out, [[0, 1, 4 / 3, 5 / 3, 2, 3, 4, 5], [1, 1, 0, 1, 1.5, 2, 3, 4]])
 

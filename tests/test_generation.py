@@ -67,8 +67,12 @@ def test_cached_greedy_equals_no_cache_full_recompute(model_and_processor):
     steps = 8
     with torch.no_grad():
         out = model.generate(
-            **inputs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-            return_dict_in_generate=True, output_logits=True,
+            **inputs,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            do_sample=False,
+            return_dict_in_generate=True,
+            output_logits=True,
         )
         sequence = inputs["input_ids"]
         manual_logits = []
@@ -104,7 +108,9 @@ def test_generation_depends_on_audio(model_and_processor):
         silent = model.generate(
             **{k: v for k, v in inputs.items() if k != "input_features"},
             input_features=torch.full_like(inputs["input_features"], -1.5),
-            max_new_tokens=12, min_new_tokens=12, do_sample=False,
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
         )
     assert not torch.equal(outs[0][:, n:], silent[:, n:])
 
@@ -133,17 +139,28 @@ def _continue_conversation(model, processor, extension=None, image=None):
     if extension is not None:
         model.set_context_extension(**extension)
     try:
-        content = ([{"type": "image"}] if image is not None else []) + [{"type": "audio"}, {"type": "text", "text": "Hi"}]
+        content = ([{"type": "image"}] if image is not None else []) + [
+            {"type": "audio"},
+            {"type": "text", "text": "Hi"},
+        ]
         first = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
         kwargs = dict(images=[image]) if image is not None else {}
         inputs = processor(text=[first], audio=[tone_clip(2.5)], sampling_rate=16000, **kwargs)
         with torch.no_grad(), count_encoder_calls(model) as calls:
-            out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, return_dict_in_generate=True)
-            follow_ids = processor.tokenizer(["<|im_end|>\n<|im_start|>user\nAgain?<|im_end|>\n<|im_start|>assistant\n"], return_tensors="pt").input_ids
+            out = model.generate(
+                **inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, return_dict_in_generate=True
+            )
+            follow_ids = processor.tokenizer(
+                ["<|im_end|>\n<|im_start|>user\nAgain?<|im_end|>\n<|im_start|>assistant\n"], return_tensors="pt"
+            ).input_ids
             history = torch.cat([out.sequences, follow_ids], dim=1)
             second = model.generate(
-                input_ids=history, attention_mask=torch.ones_like(history), past_key_values=out.past_key_values,
-                max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                input_ids=history,
+                attention_mask=torch.ones_like(history),
+                past_key_values=out.past_key_values,
+                max_new_tokens=4,
+                min_new_tokens=4,
+                do_sample=False,
             )
         assert len(calls) == 1  # the continuation does not re-encode
         # reference: the whole conversation from scratch, audio re-sent once
@@ -151,7 +168,11 @@ def _continue_conversation(model, processor, extension=None, image=None):
         full["input_ids"] = history
         full["attention_mask"] = torch.ones_like(history)
         full["mm_token_type_ids"] = torch.cat(
-            [inputs["mm_token_type_ids"], torch.zeros(1, history.shape[1] - inputs["input_ids"].shape[1], dtype=torch.int32)], dim=1
+            [
+                inputs["mm_token_type_ids"],
+                torch.zeros(1, history.shape[1] - inputs["input_ids"].shape[1], dtype=torch.int32),
+            ],
+            dim=1,
         )
         with torch.no_grad():
             scratch = model.generate(**full, max_new_tokens=4, min_new_tokens=4, do_sample=False)
@@ -169,19 +190,26 @@ def test_continue_from_cache_with_image_and_extension():
     model, processor = tiny_model_and_processor(seed=2)
     image = (np.random.default_rng(0).random((56, 84, 3)) * 255).astype("uint8")
     _continue_conversation(
-        model, processor, extension=dict(method="partial_yarn", cutoff=2, temperature=1.3, base_audio_seconds=1.0), image=image
+        model,
+        processor,
+        extension=dict(method="partial_yarn", cutoff=2, temperature=1.3, base_audio_seconds=1.0),
+        image=image,
     )
 
 
 @pytest.mark.parametrize("mode", ["greedy", "beam_return_sequences"])
 def test_encoded_once_with_image_and_extension(mode):
-    model, processor = tiny_model_and_processor(seed=0, context_extension={"method": "partial_yarn", "cutoff": 2, "base_audio_seconds": 1.0})
+    model, processor = tiny_model_and_processor(
+        seed=0, context_extension={"method": "partial_yarn", "cutoff": 2, "base_audio_seconds": 1.0}
+    )
     image = (np.random.default_rng(0).random((56, 56, 3)) * 255).astype("uint8")
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "audio"}, {"type": "image"}, {"type": "text", "text": "?"}]}],
         add_generation_prompt=True,
     )
-    inputs = processor(text=[prompt, prompt], audio=[tone_clip(3.0), tone_clip(1.5)], images=[image, image], sampling_rate=16000)
+    inputs = processor(
+        text=[prompt, prompt], audio=[tone_clip(3.0), tone_clip(1.5)], images=[image, image], sampling_rate=16000
+    )
     with count_encoder_calls(model) as calls, torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, **MODES[mode])
     assert len(calls) == 1

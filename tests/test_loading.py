@@ -36,7 +36,9 @@ def test_save_load_round_trip_identical_logits(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name]), name
 
     inputs = processor(text=[audio_prompt(processor)], audio=[tone_clip(3.0)], sampling_rate=16000)
-    reloaded_inputs = loaded_processor(text=[audio_prompt(loaded_processor)], audio=[tone_clip(3.0)], sampling_rate=16000)
+    reloaded_inputs = loaded_processor(
+        text=[audio_prompt(loaded_processor)], audio=[tone_clip(3.0)], sampling_rate=16000
+    )
     assert torch.equal(inputs["input_ids"], reloaded_inputs["input_ids"])
     assert torch.equal(inputs["input_features"], reloaded_inputs["input_features"])
     with torch.no_grad():
@@ -80,7 +82,9 @@ def test_load_pretrained_parts_loads_every_weight(tmp_path):
         if name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
             # everything but the three new audio rows is the checkpoint's
             keep = torch.ones(tensor.shape[0], dtype=torch.bool)
-            keep[[loaded.config.audio_bos_token_id, loaded.config.audio_token_id, loaded.config.audio_eos_token_id]] = False
+            keep[[loaded.config.audio_bos_token_id, loaded.config.audio_token_id, loaded.config.audio_eos_token_id]] = (
+                False
+            )
             assert torch.equal(ours[name][keep], tensor[keep]), name
         else:
             assert torch.equal(ours[name], tensor), name

@@ -76,7 +76,12 @@ def test_longform_quick_writes_every_output(quick_longform):
     assert {r["method"] for r in rows if r["kind"] == "vlat"} == {"none", "partial_pi"}
     assert {r["method"] for r in rows if r["kind"] == "vlat_mix"} == {"none", "partial_pi"}
     assert {r["method"] for r in rows if r["kind"] == "vanilla"} == {
-        "none", "partial_pi", f"partial_yarn c{cfg.partial_yarn_cutoff} t1", "whole_pi", "whole_yarn"}
+        "none",
+        "partial_pi",
+        f"partial_yarn c{cfg.partial_yarn_cutoff} t1",
+        "whole_pi",
+        "whole_yarn",
+    }
     for r in rows:
         assert int(r["correct"]) <= int(r["n"]) == cfg.eval_n
     sweep = list(csv.DictReader(open(out / "sweep.csv")))
@@ -115,8 +120,9 @@ def test_vlat_raw_share_keeps_raw_positions_for_that_share():
     from audio_adapter.testing import tiny_model_and_processor
     from recipes.longform import TaskTokens, TrainSettings, train_lm
 
-    model, processor = tiny_model_and_processor(**{**LONGFORM_MODEL, "hidden_size": 64, "mrope_section": (2, 3, 3),
-                                                   "intermediate_size": 64})
+    model, processor = tiny_model_and_processor(
+        **{**LONGFORM_MODEL, "hidden_size": 64, "mrope_section": (2, 3, 3), "intermediate_size": 64}
+    )
     model.set_context_extension(method="none", base_audio_seconds=5.12)
     tokens = TaskTokens.build(model, processor.tokenizer)
     items = torch.randint(0, 8, (4, 16), generator=torch.Generator().manual_seed(0))
@@ -126,7 +132,9 @@ def test_vlat_raw_share_keeps_raw_positions_for_that_share():
     original = model.forward
 
     def spy(*args, **kwargs):
-        seen.append((kwargs["virtual_audio_tokens"].clone(), kwargs["input_ids"].eq(model.config.audio_token_id).sum(-1)))
+        seen.append(
+            (kwargs["virtual_audio_tokens"].clone(), kwargs["input_ids"].eq(model.config.audio_token_id).sum(-1))
+        )
         return original(*args, **kwargs)
 
     model.forward = spy

@@ -88,7 +88,9 @@ def test_encoder_matches_whisper_encoder_and_is_frozen(tiny):
     model, processor = tiny
     whisper = WhisperModel(model.config.audio_config).eval()
     whisper.encoder.load_state_dict(model.audio_tower.state_dict())
-    features = processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[tone_clip(3.0)], sampling_rate=16000)["input_features"]
+    features = processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[tone_clip(3.0)], sampling_rate=16000)[
+        "input_features"
+    ]
     with torch.no_grad():
         ours = model.audio_tower(features).last_hidden_state
         ref = whisper.encoder(features).last_hidden_state
@@ -108,7 +110,10 @@ def test_projector_has_no_bias_and_normal_init():
     assert abs(proj.weight.mean().item()) < 0.1 * std
 
 
-@pytest.mark.parametrize("seconds,stride,expected_tokens,expected_chunks", [(4, 1, 200, 1), (75, 1, 3750, 3), (4, 2, 100, 1), (75, 2, 1875, 3)])
+@pytest.mark.parametrize(
+    "seconds,stride,expected_tokens,expected_chunks",
+    [(4, 1, 200, 1), (75, 1, 3750, 3), (4, 2, 100, 1), (75, 2, 1875, 3)],
+)
 def test_token_counts_follow_real_audio(seconds, stride, expected_tokens, expected_chunks):
     model, processor = tiny_model_and_processor(seed=0, audio_pool_stride=stride)
     prompt = audio_prompt(processor)
@@ -119,7 +124,10 @@ def test_token_counts_follow_real_audio(seconds, stride, expected_tokens, expect
     assert positions[-1] - positions[0] + 1 == expected_tokens  # one contiguous span
     assert inputs["input_features"].shape[0] == expected_chunks
     with torch.no_grad():
-        assert model.get_audio_features(inputs["input_features"], inputs["input_features_mask"]).shape[0] == expected_tokens
+        assert (
+            model.get_audio_features(inputs["input_features"], inputs["input_features_mask"]).shape[0]
+            == expected_tokens
+        )
 
 
 def test_two_clips_are_two_spans(tiny):
@@ -155,7 +163,9 @@ def test_error_audio_without_placeholder(tiny):
     text_only = processor(text=["no placeholder"])
     features = _inputs(processor)
     with pytest.raises(ValueError, match=r"\(0 <\|AUDIO\|> tokens\).*\(50\)"):
-        model(**text_only, input_features=features["input_features"], input_features_mask=features["input_features_mask"])
+        model(
+            **text_only, input_features=features["input_features"], input_features_mask=features["input_features_mask"]
+        )
 
 
 def test_error_placeholder_without_audio(tiny):

@@ -10,7 +10,7 @@ import pytest
 
 from scripts import plan as plan_script
 
-V, H, I, LAYERS, KV = 152064, 3584, 18944, 28, 4 * 128  # Qwen2-VL-7B text model
+V, H, I, LAYERS, KV = 152064, 3584, 18944, 28, 4 * 128  # noqa: E741 (Qwen2-VL-7B text model)
 D, ENC_LAYERS, FFN = 1280, 32, 5120  # whisper-large-v3-turbo encoder
 PROJECTOR = 1280 * 3584
 
@@ -39,8 +39,12 @@ def test_parameter_counts_match_the_architecture(result):
 
 def test_trainable_parameters_per_recipe(result):
     by_name = {r["recipe"]: r for r in result["recipes"]}
-    assert set(by_name) == {"qwen2vl7b_stage1.yaml", "qwen2vl7b_stage2.yaml", "qwen2vl7b_stage2_vlat.yaml",
-                            "qwen2vl7b_stage2_qlora.yaml"}
+    assert set(by_name) == {
+        "qwen2vl7b_stage1.yaml",
+        "qwen2vl7b_stage2.yaml",
+        "qwen2vl7b_stage2_vlat.yaml",
+        "qwen2vl7b_stage2_qlora.yaml",
+    }
     assert by_name["qwen2vl7b_stage1.yaml"]["trainable"] == PROJECTOR + 3 * H  # + the 3 audio-token rows
     lora = LAYERS * 8 * (2 * (H + H) + 2 * (H + KV))  # r 8 on q, o (H -> H) and k, v (H -> 512)
     for name in ("qwen2vl7b_stage2.yaml", "qwen2vl7b_stage2_vlat.yaml", "qwen2vl7b_stage2_qlora.yaml"):
@@ -60,8 +64,9 @@ def test_memory_estimate_terms(result):
         parts = r["weights_gib"] + r["grads_gib"] + r["optimizer_gib"] + r["activations_gib"] + plan_script.CONTEXT_GIB
         assert r["total_gib"] == pytest.approx(parts, abs=0.1)
         assert r["fits"] == [name for name, size in plan_script.GPUS if r["total_gib"] <= size]
-    half = plan_script.plan_recipe(plan_script.meta_model(), counts, plan_script.RECIPES_DIR / "qwen2vl7b_stage2.yaml",
-                                   batch_size=4)
+    half = plan_script.plan_recipe(
+        plan_script.meta_model(), counts, plan_script.RECIPES_DIR / "qwen2vl7b_stage2.yaml", batch_size=4
+    )
     assert half.activations_gib == pytest.approx(stage2["activations_gib"] / 2, abs=0.02)  # linear in the batch
 
 

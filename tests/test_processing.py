@@ -102,7 +102,12 @@ def test_bare_two_row_array_is_refused(processor):
 
 @pytest.mark.parametrize(
     "text",
-    [f"a {AUDIO_TOKEN} b", f"<|audio_bos|>{AUDIO_TOKEN} b", f"{AUDIO_TOKEN}<|audio_eos|>", f"<|audio_bos|> {AUDIO_TOKEN}<|audio_eos|>"],
+    [
+        f"a {AUDIO_TOKEN} b",
+        f"<|audio_bos|>{AUDIO_TOKEN} b",
+        f"{AUDIO_TOKEN}<|audio_eos|>",
+        f"<|audio_bos|> {AUDIO_TOKEN}<|audio_eos|>",
+    ],
 )
 def test_bare_audio_placeholder_is_refused(processor, text):
     with pytest.raises(ValueError, match=r"<\|audio_bos\|><\|AUDIO\|><\|audio_eos\|>"):
@@ -131,12 +136,18 @@ def test_truncation_that_cuts_an_audio_span_is_refused(processor):
 
 def test_image_placeholder_without_image_is_refused(processor):
     with pytest.raises(ValueError, match=r"1 <\|image_pad\|>.*no images"):
-        processor(text=[f"look <|vision_start|><|image_pad|><|vision_end|> {CLIP}"], audio=[tone_clip(1.0)], sampling_rate=16000)
+        processor(
+            text=[f"look <|vision_start|><|image_pad|><|vision_end|> {CLIP}"],
+            audio=[tone_clip(1.0)],
+            sampling_rate=16000,
+        )
     with pytest.raises(ValueError, match=r"<\|image_pad\|>.*no images"):
         processor(text=["x<|image_pad|>"])
 
 
-@pytest.mark.parametrize("bad", ["<|im_end|>", "<|im_start|>", "<|image_pad|>", "<|audio_bos|>", "<|AUDIO|>", "<|endoftext|>"])
+@pytest.mark.parametrize(
+    "bad", ["<|im_end|>", "<|im_start|>", "<|image_pad|>", "<|audio_bos|>", "<|AUDIO|>", "<|endoftext|>"]
+)
 def test_control_tokens_in_message_text_are_refused(processor, bad):
     """User content enters at apply_chat_template: a control token inside a text item (any role, string or
     list content) is refused, naming the token; the template's own control tokens are fine."""

@@ -182,13 +182,20 @@ def test_batched_generation_equals_one_by_one(readme_run):
     model, processor, waveform, sr = ns["model"], ns["processor"], ns["waveform"], ns["sr"]
     model = model.float()  # bf16 matmuls of different batch shapes round differently; the claim is about padding
     try:
-        batch = processor(text=ns["prompts"], audio=[waveform, waveform[: len(waveform) // 2]], images=[ns["image"]],
-                          sampling_rate=sr, return_tensors="pt")
+        batch = processor(
+            text=ns["prompts"],
+            audio=[waveform, waveform[: len(waveform) // 2]],
+            images=[ns["image"]],
+            sampling_rate=sr,
+            return_tensors="pt",
+        )
         with torch.no_grad():
             together = model.generate(**batch, max_new_tokens=6)[:, batch["input_ids"].shape[1] :]
             singles = []
-            for text, audio, images in ((ns["prompts"][0], waveform, None),
-                                        (ns["prompts"][1], waveform[: len(waveform) // 2], [ns["image"]])):
+            for text, audio, images in (
+                (ns["prompts"][0], waveform, None),
+                (ns["prompts"][1], waveform[: len(waveform) // 2], [ns["image"]]),
+            ):
                 one = processor(text=[text], audio=[audio], images=images, sampling_rate=sr, return_tensors="pt")
                 singles.append(model.generate(**one, max_new_tokens=6)[0, one["input_ids"].shape[1] :])
     finally:
@@ -207,8 +214,13 @@ def test_saved_folder_round_trips(readme_run):
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
     assert reloaded.generation_config.suppress_tokens == [151657, 151658, 151659]
     assert reloaded.generation_config.top_k == 1  # the hub's settings travel with the model
-    batch = processor(text=ns["prompts"], audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
-                      images=[ns["image"]], sampling_rate=ns["sr"], return_tensors="pt")
+    batch = processor(
+        text=ns["prompts"],
+        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
+        images=[ns["image"]],
+        sampling_rate=ns["sr"],
+        return_tensors="pt",
+    )
     for key in ("input_ids", "attention_mask", "input_features", "pixel_values"):
         assert torch.equal(batch[key], ns["batch"][key]), key
     with torch.no_grad():
@@ -226,8 +238,18 @@ def test_cli_generate_samples_on_the_saved_folder(readme_run, capsys):
     from scripts import generate
 
     folder, talk = str(readme_run["dir"] / ASSEMBLED), str(readme_run["dir"] / "talk.flac")
-    base = ["--model", folder, "--audio", talk, "--prompt", "Summarise the talk.", "--max-new-tokens", "8",
-            "--device", "cpu"]
+    base = [
+        "--model",
+        folder,
+        "--audio",
+        talk,
+        "--prompt",
+        "Summarise the talk.",
+        "--max-new-tokens",
+        "8",
+        "--device",
+        "cpu",
+    ]
     sampled = [generate.main(base + ["--do-sample", "--seed", str(s)]) for s in (0, 1)]
     capsys.readouterr()
     # the hub config's top_k 1 / top_p 0.001 would make "--do-sample" greedy (the same text for every seed)
@@ -241,20 +263,50 @@ def test_cli_assemble_then_eval_sweep_extract(hub_replicas, readme_run, mcqa, tm
     from scripts import assemble, eval_mcqa, extract_features, sweep
 
     folder = str(tmp_path / "assembled")
-    assemble.main(["--vlm", str(hub_replicas["vlm"]), "--whisper", str(hub_replicas["whisper"]), "--out", folder,
-                   "--dtype", "bfloat16"])
+    assemble.main(
+        [
+            "--vlm",
+            str(hub_replicas["vlm"]),
+            "--whisper",
+            str(hub_replicas["whisper"]),
+            "--out",
+            folder,
+            "--dtype",
+            "bfloat16",
+        ]
+    )
     with pytest.raises(FileExistsError):  # never overwrites a folder
         assemble.assemble(str(hub_replicas["vlm"]), str(hub_replicas["whisper"]), folder)
     common = ["--model", folder, "--device", "cpu", "--no-progress"]
-    result = eval_mcqa.main(common + ["--data", str(mcqa), "--out", str(tmp_path / "eval"), "--batch-size", "3",
-                                      "--max-new-tokens", "3"])
+    result = eval_mcqa.main(
+        common + ["--data", str(mcqa), "--out", str(tmp_path / "eval"), "--batch-size", "3", "--max-new-tokens", "3"]
+    )
     assert result.n == 3 and json.loads((tmp_path / "eval" / "results.json").read_text())["summary"]["n"] == 3
-    points = sweep.main(common + ["--data", str(mcqa), "--out", str(tmp_path / "sweep"), "--cutoffs", "16", "32",
-                                  "--temperatures", "1.2", "--base-audio-seconds", "1", "--batch-size", "3",
-                                  "--max-new-tokens", "2"])
+    points = sweep.main(
+        common
+        + [
+            "--data",
+            str(mcqa),
+            "--out",
+            str(tmp_path / "sweep"),
+            "--cutoffs",
+            "16",
+            "32",
+            "--temperatures",
+            "1.2",
+            "--base-audio-seconds",
+            "1",
+            "--batch-size",
+            "3",
+            "--max-new-tokens",
+            "2",
+        ]
+    )
     assert len(points) == 2 and (tmp_path / "sweep" / "sweep.png").is_file()
-    index = extract_features.main(common + ["--audio", str(readme_run["dir"] / "talk.flac"), "--layers", "0", "-1",
-                                            "--out", str(tmp_path / "feats")])
+    index = extract_features.main(
+        common
+        + ["--audio", str(readme_run["dir"] / "talk.flac"), "--layers", "0", "-1", "--out", str(tmp_path / "feats")]
+    )
     saved = load_file(str(tmp_path / "feats" / index["clips"][0]["file"]))
     assert any(t.shape[-1] == 128 for t in saved.values()) and any(t.shape[-1] == 64 for t in saved.values())
     capsys.readouterr()
@@ -292,4 +344,6 @@ def test_a_truly_missing_weight_still_fails_loudly(hub_replicas, readme_run, tmp
     save_file(tensors, str(shard), metadata={"format": "pt"})
     index_file.write_text(json.dumps(index))
     with pytest.raises(CheckpointMismatchError, match=r"missing \['model\.language_model\.layers\.1\.mlp\.down_proj"):
-        load_pretrained_parts(str(broken), str(hub_replicas["whisper"]), tokenizer=readme_run["ns"]["processor"].tokenizer)
+        load_pretrained_parts(
+            str(broken), str(hub_replicas["whisper"]), tokenizer=readme_run["ns"]["processor"].tokenizer
+        )

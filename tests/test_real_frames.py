@@ -88,10 +88,20 @@ def test_generation_equals_training_forward(real_model):
     model, processor = real_model
     inputs = inputs_for(processor, [2.5, 6.0])
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False,
-                             output_logits=True, return_dict_in_generate=True)
-        full = model(input_ids=out.sequences, attention_mask=torch.ones_like(out.sequences),
-                     input_features=inputs["input_features"], input_features_mask=inputs["input_features_mask"])
+        out = model.generate(
+            **inputs,
+            max_new_tokens=5,
+            min_new_tokens=5,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        full = model(
+            input_ids=out.sequences,
+            attention_mask=torch.ones_like(out.sequences),
+            input_features=inputs["input_features"],
+            input_features_mask=inputs["input_features_mask"],
+        )
     prompt = inputs["input_ids"].shape[1]
     step_logits = torch.stack(out.logits, dim=1)[0]
     torch.testing.assert_close(full.logits[0, prompt - 1 : -1], step_logits, rtol=1e-4, atol=1e-4)
@@ -137,15 +147,34 @@ def test_generate_continuing_a_cache_keeps_partial_yarn():
     )
     inputs = inputs_for(processor, [3.0])
     with torch.no_grad():
-        once = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False,
-                              output_logits=True, return_dict_in_generate=True)
-        first = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                               return_dict_in_generate=True)
+        once = model.generate(
+            **inputs,
+            max_new_tokens=6,
+            min_new_tokens=6,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        first = model.generate(
+            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, return_dict_in_generate=True
+        )
         positions = model._prepare_position_ids_for_generation(
-            first.sequences, {"input_ids": first.sequences, "attention_mask": torch.ones_like(first.sequences),
-                              "past_key_values": first.past_key_values})
+            first.sequences,
+            {
+                "input_ids": first.sequences,
+                "attention_mask": torch.ones_like(first.sequences),
+                "past_key_values": first.past_key_values,
+            },
+        )
         assert positions.shape[0] == 9
-        rest = model.generate(input_ids=first.sequences, attention_mask=torch.ones_like(first.sequences),
-                              past_key_values=first.past_key_values, max_new_tokens=3, min_new_tokens=3,
-                              do_sample=False, output_logits=True, return_dict_in_generate=True)
+        rest = model.generate(
+            input_ids=first.sequences,
+            attention_mask=torch.ones_like(first.sequences),
+            past_key_values=first.past_key_values,
+            max_new_tokens=3,
+            min_new_tokens=3,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
     torch.testing.assert_close(torch.stack(rest.logits), torch.stack(once.logits[3:]), rtol=1e-4, atol=1e-4)

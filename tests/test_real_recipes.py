@@ -20,11 +20,19 @@ CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 
 def _recipe_args(name: str, hub_replicas: dict, shards: str) -> list[str]:
     return [
-        "fit", "--config", str(CONFIGS / name),
-        f"--model.vlm={hub_replicas['vlm']}", f"--model.whisper={hub_replicas['whisper']}",
-        f"--data.train_shards={shards}", f"--data.val_shards={shards}", "--data.batch_size=1",
-        "--data.num_workers=0", "--data.shuffle_buffer=2",
-        "--trainer.accelerator=cpu", "--trainer.max_steps=2", "--trainer.num_sanity_val_steps=0",
+        "fit",
+        "--config",
+        str(CONFIGS / name),
+        f"--model.vlm={hub_replicas['vlm']}",
+        f"--model.whisper={hub_replicas['whisper']}",
+        f"--data.train_shards={shards}",
+        f"--data.val_shards={shards}",
+        "--data.batch_size=1",
+        "--data.num_workers=0",
+        "--data.shuffle_buffer=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_steps=2",
+        "--trainer.num_sanity_val_steps=0",
     ]
 
 

@@ -115,9 +115,26 @@ def test_make_synthetic_cli_speech_tasks(tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "d" / "train.jsonl").read_text().splitlines()]
     assert [len(r["response"].split()) <= 3 for r in rows] == [True, True]
     assert list((tmp_path / "d" / "shards").glob("train-*.tar"))
-    assert make_synthetic.main(["speech-mcqa", "--out", str(tmp_path / "m"), "--num", "2", "--min-seconds", "3",
-                                "--max-seconds", "4", "--seed", "4"]) == 0
+    assert (
+        make_synthetic.main(
+            [
+                "speech-mcqa",
+                "--out",
+                str(tmp_path / "m"),
+                "--num",
+                "2",
+                "--min-seconds",
+                "3",
+                "--max-seconds",
+                "4",
+                "--seed",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert len(load_mcqa(tmp_path / "m" / "speech_mcqa.jsonl")) == 2
     with pytest.raises(ValueError, match="min_digits <= max_digits"):
-        make_synthetic.main(["digits", "--out", str(tmp_path / "x"), "--num", "1", "--min-digits", "4",
-                             "--max-digits", "2"])
+        make_synthetic.main(
+            ["digits", "--out", str(tmp_path / "x"), "--num", "1", "--min-digits", "4", "--max-digits", "2"]
+        )

@@ -56,7 +56,16 @@ def _run_cli(tmp_path: Path, name: str, data_glob: str, ckpt_dir: Path | None, c
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
-    cmd = [sys.executable, "-m", "scripts.train", "fit", "--config", "recipes/configs/tiny_stage2.yaml", "--config", str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.train",
+        "fit",
+        "--config",
+        "recipes/configs/tiny_stage2.yaml",
+        "--config",
+        str(cfg),
+    ]
     if ckpt_path is not None:
         cmd.append(f"--ckpt_path={ckpt_path}")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

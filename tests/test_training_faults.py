@@ -20,8 +20,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from recipes.checkpointing import AtomicCheckpointIO
 from recipes.module import PROJECTOR_FILE, SPEC_FILE, AudioVLMLightningModule, read_projector_file
-from tests.training_helpers import TINY, StepRecorder, datamodule, make_shards, trainer
-from tests.training_helpers import single_thread  # noqa: F401  (autouse: 1 intra-op thread)
+from tests.training_helpers import (
+    TINY,
+    StepRecorder,
+    datamodule,
+    make_shards,
+    single_thread,  # noqa: F401  (autouse: 1 intra-op thread)
+    trainer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -65,10 +71,28 @@ def test_cli_run_without_data_stops_within_seconds(tmp_path):
     non-zero exit and name the shard and the skip counts (before: Lightning started empty epoch after empty
     epoch until max_steps, i.e. forever)."""
     make_shards(tmp_path / "data" / "notes", num=2, seed=3)  # the recipe's validation shards exist
-    (tmp_path / "data" / "notes" / "shards" / "train-000000.tar").rename(tmp_path / "data" / "notes" / "shards" / "val-000000.tar")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "scripts.train", "fit", "--config", str(REPO / "recipes/configs/tiny_stage1.yaml"),
-           "--data.train_shards", "/nonexistent/train-000000.tar", "--trainer.max_steps", "5"]
+    (tmp_path / "data" / "notes" / "shards" / "train-000000.tar").rename(
+        tmp_path / "data" / "notes" / "shards" / "val-000000.tar"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.train",
+        "fit",
+        "--config",
+        str(REPO / "recipes/configs/tiny_stage1.yaml"),
+        "--data.train_shards",
+        "/nonexistent/train-000000.tar",
+        "--trainer.max_steps",
+        "5",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
     elapsed = time.perf_counter() - start
@@ -83,10 +107,26 @@ def test_cli_run_without_data_stops_within_seconds(tmp_path):
 @pytest.mark.parametrize(
     "name, value",
     [
-        ("lr", 0.0), ("lr", -1e-3), ("lr", math.nan), ("lr", math.inf), ("weight_decay", -0.1),
-        ("betas", (1.0, 0.999)), ("betas", (0.9, -0.1)), ("betas", (0.9,)), ("eps", 0.0), ("warmup_steps", -1),
-        ("warmup_steps", 2.5), ("min_lr_ratio", 1.5), ("min_lr_ratio", -0.5), ("lora_r", 0), ("lora_alpha", 0),
-        ("lora_dropout", 1.0), ("lora_dropout", -0.1), ("audio_pool_stride", 0), ("tiny_seed", 1.5), ("vlat_seed", 0.5),
+        ("lr", 0.0),
+        ("lr", -1e-3),
+        ("lr", math.nan),
+        ("lr", math.inf),
+        ("weight_decay", -0.1),
+        ("betas", (1.0, 0.999)),
+        ("betas", (0.9, -0.1)),
+        ("betas", (0.9,)),
+        ("eps", 0.0),
+        ("warmup_steps", -1),
+        ("warmup_steps", 2.5),
+        ("min_lr_ratio", 1.5),
+        ("min_lr_ratio", -0.5),
+        ("lora_r", 0),
+        ("lora_alpha", 0),
+        ("lora_dropout", 1.0),
+        ("lora_dropout", -0.1),
+        ("audio_pool_stride", 0),
+        ("tiny_seed", 1.5),
+        ("vlat_seed", 0.5),
     ],
 )
 def test_module_refuses_out_of_range_settings(name, value, monkeypatch):
@@ -105,8 +145,16 @@ def test_cli_refuses_batch_size_zero(tmp_path):
     from scripts.train import main as train_main
 
     with pytest.raises(ValueError, match=r"batch_size.*\b0\b"):
-        train_main(["--config", str(REPO / "recipes/configs/tiny_stage1.yaml"), "--data.batch_size=0",
-                    f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"], run=False)
+        train_main(
+            [
+                "--config",
+                str(REPO / "recipes/configs/tiny_stage1.yaml"),
+                "--data.batch_size=0",
+                f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.logger=false",
+            ],
+            run=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------ outputs

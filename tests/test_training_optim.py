@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from recipes.module import AudioVLMLightningModule
-from tests.training_helpers import TINY, datamodule, make_shards, trainer
-from tests.training_helpers import single_thread  # noqa: F401  (autouse: 1 intra-op thread)
+from tests.training_helpers import (
+    TINY,
+    datamodule,
+    make_shards,
+    single_thread,  # noqa: F401  (autouse: 1 intra-op thread)
+    trainer,
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,12 @@ from scripts.train import main as train_main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
 EXPECTED = {
-    "tiny_stage1.yaml", "tiny_stage2.yaml", "qwen2vl7b_stage1.yaml", "qwen2vl7b_stage2.yaml",
-    "qwen2vl7b_stage2_vlat.yaml", "qwen2vl7b_stage2_qlora.yaml",
+    "tiny_stage1.yaml",
+    "tiny_stage2.yaml",
+    "qwen2vl7b_stage1.yaml",
+    "qwen2vl7b_stage2.yaml",
+    "qwen2vl7b_stage2_vlat.yaml",
+    "qwen2vl7b_stage2_qlora.yaml",
 }
 
 
@@ -58,7 +62,13 @@ def test_tiny_recipe_instantiates(tmp_path):
 
     config = str(CONFIGS[0].parent / "tiny_stage2.yaml")
     cli = train_main(
-        ["--config", config, "--model.init_from=null", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"],
+        [
+            "--config",
+            config,
+            "--model.init_from=null",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+        ],
         run=False,
     )
     assert isinstance(cli.model, AudioVLMLightningModule) and cli.model.stage == 2

@@ -11,8 +11,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from recipes.checkpointing import AtomicCheckpointIO
 from recipes.module import AudioVLMLightningModule
-from tests.training_helpers import TINY, StepRecorder, datamodule, make_shards, trainer
-from tests.training_helpers import single_thread  # noqa: F401  (autouse: 1 intra-op thread)
+from tests.training_helpers import (
+    TINY,
+    StepRecorder,
+    datamodule,
+    make_shards,
+    single_thread,  # noqa: F401  (autouse: 1 intra-op thread)
+    trainer,
+)
 
 N_STEPS = 10  # 16 samples / batch 4 = 4 batches per epoch: the runs cross two epoch boundaries
 
@@ -69,7 +75,9 @@ def test_resume_continues_the_same_loss_curve(shards, uninterrupted, tmp_path, e
 
     pl.seed_everything(0)
     first = StepRecorder()
-    tr = trainer(N_STEPS, [first, checkpointing(), Crash(crash_at)], enable_checkpointing=True, plugins=[AtomicCheckpointIO()])
+    tr = trainer(
+        N_STEPS, [first, checkpointing(), Crash(crash_at)], enable_checkpointing=True, plugins=[AtomicCheckpointIO()]
+    )
     with pytest.raises(RuntimeError, match="simulated kill"):
         tr.fit(_module(), _dm(shards))
     assert first.losses == uninterrupted.losses[:crash_at]  # same start, same seed

@@ -15,8 +15,14 @@ from recipes.module import (
     load_projector_file,
     read_projector_file,
 )
-from tests.training_helpers import TINY, StepRecorder, datamodule, make_shards, trainer
-from tests.training_helpers import single_thread  # noqa: F401  (autouse: 1 intra-op thread)
+from tests.training_helpers import (
+    TINY,
+    StepRecorder,
+    datamodule,
+    make_shards,
+    single_thread,  # noqa: F401  (autouse: 1 intra-op thread)
+    trainer,
+)
 
 STEPS = 30
 

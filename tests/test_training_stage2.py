@@ -12,8 +12,14 @@ from recipes.data import AudioShardDataset, model_inputs
 from recipes.module import ADAPTER_DIR, AudioVLMLightningModule, load_projector_file, lora_target_regex
 from scripts.export import export
 from scripts.export import main as export_main
-from tests.training_helpers import TINY, StepRecorder, datamodule, make_shards, trainer
-from tests.training_helpers import single_thread  # noqa: F401  (autouse: 1 intra-op thread)
+from tests.training_helpers import (
+    TINY,
+    StepRecorder,
+    datamodule,
+    make_shards,
+    single_thread,  # noqa: F401  (autouse: 1 intra-op thread)
+    trainer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,13 @@ def stage2(shards, stage1_out, tmp_path_factory):
     out = tmp_path_factory.mktemp("s2")
     module.save_trained(out)
     batch = next(iter(AudioShardDataset(shards["glob"], module.processor, batch_size=3)))
-    return {"module": module.eval(), "before": before, "out": out, "inputs": model_inputs(batch, with_labels=False), "losses": rec.losses}
+    return {
+        "module": module.eval(),
+        "before": before,
+        "out": out,
+        "inputs": model_inputs(batch, with_labels=False),
+        "losses": rec.losses,
+    }
 
 
 def test_lora_regex_matches_language_model_attention_only():

@@ -105,8 +105,13 @@ class RankRecorder(pl.Callback):
         rank = trainer.global_rank
         (self.out_dir / f"rank{rank}.json").write_text(
             json.dumps(
-                {"rank": rank, "world_size": trainer.world_size, "keys": self.keys, "losses": self.losses,
-                 "global_step": trainer.global_step}
+                {
+                    "rank": rank,
+                    "world_size": trainer.world_size,
+                    "keys": self.keys,
+                    "losses": self.losses,
+                    "global_step": trainer.global_step,
+                }
             )
         )
         final = {k: v.cpu() for k, v in trainable_state(pl_module).items()}
