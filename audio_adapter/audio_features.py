@@ -6,8 +6,7 @@ centred with reflect padding), power spectrum without its last frame, Slaney mel
 (`transformers.audio_utils.mel_filter_bank`), log10 clamped at 1e-10, floored at the window's max - 8,
 then (x + 4) / 4.
 
-Only real audio becomes tokens: a clip of n samples covers ceil(n / 160) mel frames per window and
-(m - 1) // 2 + 1 encoder frames (Whisper's second conv has stride 2), i.e. 50 per second.
+Only real audio becomes tokens; how many is `audio_lengths`' business (the one place that counts them).
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
-SAMPLING_RATE = 16000
+from .audio_lengths import DEFAULT_CHUNK_SECONDS, HOP_LENGTH, SAMPLING_RATE, chunk_lengths, chunk_samples, mel_frames
+
 N_FFT = 400
-HOP_LENGTH = 160
-DEFAULT_CHUNK_SECONDS = 30.0
 
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.uint8): 128.0}
 
@@ -192,44 +190,6 @@ def prepare_waveform(audio, sampling_rate: int) -> torch.Tensor:
     """Any clip (numpy/torch/list, float or PCM int, mono or stereo, any rate) -> (T,) float32 at 16 kHz."""
     mono = to_mono(audio)
     return resample(mono, sampling_rate, SAMPLING_RATE).contiguous()
-
-
-# ======================================================================================= lengths
-def chunk_samples(chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> int:
-    return int(round(chunk_seconds * SAMPLING_RATE))
-
-
-def mel_frames(valid_samples: int | torch.Tensor) -> int | torch.Tensor:
-    """Mel frames covering `valid_samples` of real audio: ceil(n / hop)."""
-    return (valid_samples + HOP_LENGTH - 1) // HOP_LENGTH
-
-
-def encoder_frames(num_mel_frames: int | torch.Tensor) -> int | torch.Tensor:
-    """Encoder frames after Whisper's stride-2 conv: (m - 1) // 2 + 1."""
-    return (num_mel_frames - 1) // 2 + 1
-
-
-def window_token_count(num_mel_frames: int | torch.Tensor, pool_stride: int = 1) -> int | torch.Tensor:
-    """Audio tokens of one window with `num_mel_frames` real mel frames: ceil(encoder frames / pool stride).
-    Works on ints and long tensors; 0 mel frames give 0 tokens."""
-    return -(-encoder_frames(num_mel_frames) // pool_stride)
-
-
-def chunk_lengths(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> list[int]:
-    """Real samples in each window of a clip: full windows, then the remainder."""
-    if num_samples <= 0:
-        raise ValueError(f"audio has {num_samples} samples at 16 kHz: a clip needs at least one sample")
-    size = chunk_samples(chunk_seconds)
-    full, rest = divmod(int(num_samples), size)
-    return [size] * full + ([rest] if rest else [])
-
-
-def audio_token_count(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS, pool_stride: int = 1) -> int:
-    """Placeholder tokens of one 16 kHz clip: per window, ceil(encoder frames / pool stride), summed.
-    4 s -> 200; 75 s -> 1500 + 1500 + 750 = 3750."""
-    if pool_stride < 1:
-        raise ValueError(f"pool_stride must be >= 1, got {pool_stride}")
-    return sum(window_token_count(mel_frames(n), pool_stride) for n in chunk_lengths(num_samples, chunk_seconds))
 
 
 def chunk_waveform(

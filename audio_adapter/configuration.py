@@ -7,7 +7,7 @@ from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfi
 
 from extension import AudioContextExtension
 
-from .audio_features import HOP_LENGTH, SAMPLING_RATE
+from .audio_lengths import tokens_per_second, window_seconds
 
 # openai/whisper-large-v3-turbo's encoder geometry (its decoder, 4 layers, is never built here).
 WHISPER_LARGE_V3_TURBO_ENCODER = {
@@ -65,13 +65,18 @@ class AudioVLMConfig(Qwen2VLConfig):
 
     @property
     def audio_chunk_seconds(self) -> float:
-        """Length of one encoder window: Whisper consumes 2 * max_source_positions mel frames."""
-        return self.audio_config.max_source_positions * 2 * HOP_LENGTH / SAMPLING_RATE
+        """Length of one encoder window (`audio_lengths.window_seconds`)."""
+        return window_seconds(self.audio_config.max_source_positions)
+
+    @property
+    def audio_frames_per_token(self) -> int:
+        """Encoder frames behind one audio token: the pooling stride (the length rule's divisor)."""
+        return int(self.audio_pool_stride)
 
     @property
     def audio_tokens_per_second(self) -> float:
-        """50 encoder frames per second (10 ms hop, conv stride 2), divided by the pooling stride."""
-        return SAMPLING_RATE / HOP_LENGTH / 2 / self.audio_pool_stride
+        """Audio tokens per second of real audio (`audio_lengths.tokens_per_second`)."""
+        return tokens_per_second(self.audio_frames_per_token)
 
 
 AutoConfig.register(AudioVLMConfig.model_type, AudioVLMConfig)

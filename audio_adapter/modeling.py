@@ -19,7 +19,7 @@ from extension import AudioContextExtension
 from extension.partial_yarn import audio_span_offsets
 from extension.whole_context import context_factor
 
-from .audio_features import window_token_count
+from .audio_lengths import window_mel_frames, window_token_lengths
 from .configuration import AudioVLMConfig
 from .real_frames import encode_real_frames, real_mel_frames
 from .rotary import AudioAwareRotaryEmbedding, pack_extended_positions
@@ -85,14 +85,14 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
 
     # ------------------------------------------------------------------ audio encoding
     def audio_token_lengths(self, input_features_mask: torch.Tensor | None, num_chunks: int) -> torch.Tensor:
-        """Tokens each encoder window contributes: (num_chunks,) long. Valid mel frames -> encoder frames
-        ((m - 1) // 2 + 1, conv stride 2) -> ceil(/ pool stride). No mask means every frame is real audio."""
-        frames = self.config.audio_config.max_source_positions * 2
-        if input_features_mask is None:
-            mel_frames = torch.full((num_chunks,), frames, dtype=torch.long)
-        else:
-            mel_frames = input_features_mask.long().sum(-1).cpu()
-        return window_token_count(mel_frames, self.config.audio_pool_stride)
+        """Tokens each encoder window contributes: (num_chunks,) long (`audio_lengths.window_token_lengths`).
+        No mask means every frame is real audio."""
+        return window_token_lengths(
+            input_features_mask,
+            num_chunks,
+            self.config.audio_config.max_source_positions,
+            self.config.audio_frames_per_token,
+        )
 
     def get_audio_features(
         self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
@@ -128,7 +128,7 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
         if not self.config.audio_encode_real_frames_only or input_features_mask is None:
             return self.audio_tower(input_features).last_hidden_state
         mel_frames = real_mel_frames(
-            input_features_mask.long().sum(-1), self.config.audio_pool_stride, input_features.shape[-1]
+            input_features_mask.long().sum(-1), self.config.audio_frames_per_token, input_features.shape[-1]
         )
         return encode_real_frames(self.audio_tower, input_features, mel_frames)
 
@@ -143,7 +143,7 @@ class AudioVLMForConditionalGeneration(Qwen2VLForConditionalGeneration):
                 f"input_features has {input_features.shape[1]} mel bins but the audio encoder expects "
                 f"{audio_config.num_mel_bins}"
             )
-        expected_frames = audio_config.max_source_positions * 2
+        expected_frames = window_mel_frames(audio_config.max_source_positions)
         if input_features.shape[2] != expected_frames:
             raise ValueError(
                 f"input_features windows have {input_features.shape[2]} frames but the audio encoder expects "

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
-from .audio_features import LogMelSpectrogram, audio_token_count, extract_features, prepare_waveform
+from .audio_features import LogMelSpectrogram, extract_features, prepare_waveform
+from .audio_lengths import audio_token_count
 from .tokenizer import (
     AUDIO_BOS_TOKEN,
     AUDIO_EOS_TOKEN,
@@ -93,7 +94,7 @@ class AudioVLMProcessor:
     # ------------------------------------------------------------------ audio
     def audio_token_count(self, num_samples: int) -> int:
         """Placeholder tokens for a 16 kHz clip of ``num_samples`` samples."""
-        return audio_token_count(num_samples, chunk_seconds=self.chunk_seconds, pool_stride=self.audio_pool_stride)
+        return audio_token_count(num_samples, self.chunk_seconds, self.audio_pool_stride)
 
     def prepare_audio(self, audio: Sequence, sampling_rate) -> list[torch.Tensor]:
         """Clips (any rate, mono or stereo) -> 16 kHz mono float32 tensors. ``sampling_rate`` is one rate for

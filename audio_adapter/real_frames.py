@@ -19,15 +19,15 @@ import torch
 from torch import nn
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from .audio_features import encoder_frames, window_token_count
+from .audio_lengths import encoder_frames, window_token_count
 
 
-def real_mel_frames(mel_valid: torch.Tensor, pool_stride: int, window_frames: int) -> torch.Tensor:
-    """(N,) real mel frames per window -> (N,) mel frames to encode: 2 * pool_stride * tokens, capped at the
-    window. The encoder then gives pool_stride * tokens frames (>= the real ones), and pooling exactly the
-    window's tokens."""
-    tokens = window_token_count(mel_valid.long(), pool_stride)
-    return (2 * pool_stride * tokens).clamp(min=2, max=window_frames)
+def real_mel_frames(mel_valid: torch.Tensor, frames_per_token: int, window_frames: int) -> torch.Tensor:
+    """(N,) real mel frames per window -> (N,) mel frames to encode: 2 * frames_per_token * tokens, capped at
+    the window. The encoder then gives frames_per_token * tokens frames (>= the real ones), and pooling /
+    stacking exactly the window's tokens."""
+    tokens = window_token_count(mel_valid.long(), frames_per_token)
+    return (2 * frames_per_token * tokens).clamp(min=2, max=window_frames)
 
 
 def whisper_encoder_forward(tower: WhisperEncoder, input_features: torch.Tensor) -> torch.Tensor:

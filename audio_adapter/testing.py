@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import WhisperConfig
 
+from .audio_lengths import window_seconds
 from .configuration import AudioVLMConfig
 from .hub_replicas import make_hub_replicas  # noqa: F401  (re-exported: offline copies of the real checkpoints)
 from .loading import suppress_audio_tokens
@@ -83,7 +84,7 @@ def tiny_processor(**overrides) -> AudioVLMProcessor:
     s = _resolve(overrides)
     tokenizer = build_qwen_tokenizer(s["max_rank"])
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2)
-    chunk_seconds = s["max_source_positions"] * 2 * 160 / 16000
+    chunk_seconds = window_seconds(s["max_source_positions"])
     return AudioVLMProcessor(
         tokenizer,
         image_processor,

@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
+
 from .samples import message_text
 
-TARGET_SAMPLING_RATE = 16000
 IGNORE_INDEX = -100
 
 
@@ -44,7 +45,7 @@ class AudioCollator:
         self.im_start_id = tok.convert_tokens_to_ids("<|im_start|>")
         self.im_end_id = tok.convert_tokens_to_ids("<|im_end|>")
         self._assistant_header = "assistant\n"
-        self.chunk_samples = int(round(float(processor.chunk_seconds) * TARGET_SAMPLING_RATE))
+        self.chunk_samples = int(round(float(processor.chunk_seconds) * SAMPLING_RATE))
 
     # -------------------------------------------------------------- text
     def render(self, messages: list[dict]) -> tuple[str, str | None]:
@@ -94,7 +95,7 @@ class AudioCollator:
         enc = self.processor(
             text=texts,
             audio=audios,
-            sampling_rate=TARGET_SAMPLING_RATE,
+            sampling_rate=SAMPLING_RATE,
             images=images or None,
             padding=True,
             padding_side=self.padding_side,

@@ -35,10 +35,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
+
 from .collate import (
     IGNORE_INDEX,
     MODEL_INPUT_KEYS,
-    TARGET_SAMPLING_RATE,
     AudioCollator,
     model_inputs,
 )
@@ -73,7 +74,6 @@ __all__ = [
     "NoDataError",
     "ROLES",
     "SKIPS_ONLY",
-    "TARGET_SAMPLING_RATE",
     "AudioCollator",
     "AudioShardDataset",
     "SampleSkipped",
@@ -314,7 +314,7 @@ class AudioShardDataset(IterableDataset):
                 raise SampleSkipped(SkipReason.BAD_AUDIO, str(exc)) from None
             if audio.shape[-1] == 0:
                 raise SampleSkipped(SkipReason.EMPTY_AUDIO, "zero samples after resampling")
-            sr = TARGET_SAMPLING_RATE
+            sr = SAMPLING_RATE
         image = decode_image(raw[image_ext]) if image_ext is not None and self.decode_images else None
         meta = {k: v for k, v in record.items() if k not in ("messages", "prompt", "response", "system")}
         return {

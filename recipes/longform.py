@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from extension.vlat import VirtualLengthSampler
 
-SAMPLING_RATE = 16000
 ITEM_SECONDS = 0.32  # 4 audio tokens at 12.5 tokens/s
 TONE_SECONDS = 0.26  # + 0.06 s of near-silence, so two equal neighbours stay two items
 TOKENS_PER_ITEM = 4

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
+
 NOTE_NAMES = ("C4", "D4", "E4", "F4", "G4", "A4", "B4", "C5")
 _SEMITONES_FROM_A4 = {"C4": -9, "D4": -7, "E4": -5, "F4": -4, "G4": -2, "A4": 0, "B4": 2, "C5": 3}
 NOTE_FREQS = {name: 440.0 * 2.0 ** (_SEMITONES_FROM_A4[name] / 12.0) for name in NOTE_NAMES}
@@ -30,7 +32,7 @@ class NotesConfig:
     """Knobs of the note clips. ``long_seconds``: make every clip at least this long (e.g. 40 for
     > 30 s long-audio tests) by spreading the notes with long noise-only gaps."""
 
-    sampling_rate: int = 16000
+    sampling_rate: int = SAMPLING_RATE
     min_notes: int = 3
     max_notes: int = 6
     note_seconds: tuple[float, float] = (0.25, 0.35)

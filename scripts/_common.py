@@ -18,7 +18,6 @@ import torch
 
 from extension.config import METHODS, AudioContextExtension
 
-SAMPLING_RATE = 16000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 

@@ -33,6 +33,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from audio_adapter.audio_lengths import SAMPLING_RATE, encoder_frames
+
 TARGET_SPEEDUP = 2.0
 PROMPT = "Which notes are played?"
 RESPONSE = "C4 E4 G4 A4"
@@ -203,13 +205,13 @@ class PeerPipeline:
         t = self._stage("decode", t)
         waves = []
         for audio, sr in decoded:
-            g = gcd(16000, sr)
-            waves.append(resample_poly(audio, 16000 // g, sr // g).astype(np.float32))
+            g = gcd(SAMPLING_RATE, sr)
+            waves.append(resample_poly(audio, SAMPLING_RATE // g, sr // g).astype(np.float32))
         t = self._stage("resample", t)
-        feats = self.features(waves, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+        feats = self.features(waves, sampling_rate=SAMPLING_RATE, return_tensors="pt", return_attention_mask=True)
         t = self._stage("features", t)
         # Qwen2-Audio style placeholder expansion: one <|AUDIO|> per Whisper encoder frame of real audio
-        frames = (feats["attention_mask"].sum(-1) - 1) // 2 + 1
+        frames = encoder_frames(feats["attention_mask"].sum(-1))
         prompts, texts = [], []
         for (_, _, record), n in zip(batch, frames.tolist()):
             messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": record["prompt"]}]}]

@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from audio_adapter.audio_lengths import SAMPLING_RATE, encoder_frames
 from audio_adapter.testing import tiny_model_and_processor
 from scripts._bench_stats import interleave, paired_ratio, timed
 
@@ -35,8 +36,8 @@ WHISPER_TINY = dict(audio_d_model=384, audio_layers=4, audio_heads=6, audio_ffn_
 def speech_like(seconds: float, seed: int = 0) -> torch.Tensor:
     """Noise bursts under a syllable-rate envelope: busy enough that every mel frame carries signal."""
     generator = torch.Generator().manual_seed(seed)
-    n = int(seconds * 16000)
-    t = torch.arange(n) / 16000
+    n = int(seconds * SAMPLING_RATE)
+    t = torch.arange(n) / SAMPLING_RATE
     envelope = 0.5 * (1 + torch.sin(2 * torch.pi * 4.0 * t))
     return 0.2 * envelope * torch.randn(n, generator=generator) + 0.1 * torch.sin(2 * torch.pi * 220.0 * t)
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col)
     for seconds in args.seconds:
         inputs = processor(
-            text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[speech_like(seconds)], sampling_rate=16000
+            text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[speech_like(seconds)], sampling_rate=SAMPLING_RATE
         )
         features, mask = inputs["input_features"], inputs["input_features_mask"]
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             real = model.get_audio_features(features, mask)
             real_states = model.encode_audio_windows(features, mask)
         model.config.audio_encode_real_frames_only = False
-        frames = min(real_states.shape[1], int((mask.sum(-1)[0] - 1) // 2 + 1))
+        frames = min(real_states.shape[1], int(encoder_frames(mask.sum(-1)[0])))
         token_rel, token_cos = relative_change(real, padded)
         state_rel, _ = relative_change(real_states[:, :frames], padded_states[:, :frames])
         table.add_row(

@@ -35,6 +35,7 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from audio_adapter.testing import tiny_model_and_processor
 from scripts._bench_stats import StepClock, interleave, paired_ratio, timed
 
@@ -48,7 +49,7 @@ MODES = {
 
 
 def synth_clip(seconds: float) -> torch.Tensor:
-    t = torch.arange(int(seconds * 16000)) / 16000
+    t = torch.arange(int(seconds * SAMPLING_RATE)) / SAMPLING_RATE
     return 0.3 * torch.sin(2 * torch.pi * 330.0 * t) * (1 + 0.5 * torch.sin(2 * torch.pi * 3 * t))
 
 
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Describe the audio."}]}],
         add_generation_prompt=True,
     )
-    ours_in = dict(processor(text=[prompt], audio=[synth_clip(args.seconds)], sampling_rate=16000))
+    ours_in = dict(processor(text=[prompt], audio=[synth_clip(args.seconds)], sampling_rate=SAMPLING_RATE))
     peer_in = peer_inputs(ours_in)
     n_audio = int((ours_in["input_ids"] == model.config.audio_token_id).sum())
     _, peer_tokens = peer.model.audio_tower._get_feat_extract_output_lengths(ours_in["input_features_mask"].sum(-1))

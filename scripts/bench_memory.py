@@ -38,13 +38,13 @@ torch.set_num_threads(1)
 from audio_adapter.testing import tiny_model_and_processor
 minutes, new = float(sys.argv[1]), int(sys.argv[2])
 model, processor = tiny_model_and_processor(seed=0)
-t = torch.arange(int(minutes * 60 * 16000)) / 16000
+t = torch.arange(int(minutes * 60 * SAMPLING_RATE)) / SAMPLING_RATE
 clip = 0.3 * torch.sin(2 * torch.pi * 330.0 * t)
 prompt = processor.apply_chat_template(
     [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Summarise."}]}],
     add_generation_prompt=True,
 )
-inputs = processor(text=[prompt], audio=[clip], sampling_rate=16000)
+inputs = processor(text=[prompt], audio=[clip], sampling_rate=SAMPLING_RATE)
 del clip, t
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 import psutil

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from audio_adapter.audio_features import extract_features
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from audio_adapter.testing import tiny_model_and_processor
 from recipes.evaluate import generate_responses, score_transcripts
 from recipes.standin_encoder import ctc_exact_match, pretrain_standin_encoder
@@ -112,7 +113,7 @@ def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path
             rows = [json.loads(line) for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
             audio = [read_audio(out / "data" / r["audio"]) for r in rows]
             words = [r["response"].split() for r in rows]
-        inputs = extract_features(processor.prepare_audio(audio, 16000), processor.mel)
+        inputs = extract_features(processor.prepare_audio(audio, SAMPLING_RATE), processor.mel)
         return inputs, [[label_of[w] for w in ws] for ws in words]
 
     train_feats, train_targets = features("train", cfg.seed, cfg.train_clips)

@@ -53,6 +53,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from audio_adapter.tokenizer import control_tokens_in
 from recipes.atomic import atomic_write_text
 from scripts._common import (
@@ -281,7 +282,12 @@ def answer_batch(
     """Greedy responses to a batch of questions (one left-padded ``generate`` call)."""
     prompts = [chat_prompt(processor, question_text(it.question, it.choices, instruction)) for it in items]
     inputs = processor(
-        text=prompts, audio=list(audio), sampling_rate=16000, return_tensors="pt", padding=True, padding_side="left"
+        text=prompts,
+        audio=list(audio),
+        sampling_rate=SAMPLING_RATE,
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
     ).to(model.device)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
@@ -389,7 +395,7 @@ def evaluate_mcqa(
         for i, text in zip(batch, texts):
             seconds = items[i].seconds
             if not math.isfinite(seconds):  # the header could not tell; the decoded clip can
-                seconds = len(audio_cache[items[i].audio]) / 16000
+                seconds = len(audio_cache[items[i].audio]) / SAMPLING_RATE
             answered[ids[i]] = (text, seconds)
             if journal is not None:
                 journal.append(

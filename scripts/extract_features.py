@@ -31,7 +31,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from audio_adapter.audio_features import encoder_frames
+from audio_adapter.audio_lengths import SAMPLING_RATE, encoder_frames
 from scripts._common import (
     add_extension_args,
     add_model_args,
@@ -64,7 +64,7 @@ def extract_clip(
 ) -> dict[str, torch.Tensor]:
     """Tensors of one clip (16 kHz float waveform); keys as in the module docstring. ``layers`` are resolved."""
     text = chat_prompt(processor, prompt, n_audio=1)
-    inputs = processor(text=[text], audio=[waveform], sampling_rate=16000, return_tensors="pt").to(model.device)
+    inputs = processor(text=[text], audio=[waveform], sampling_rate=SAMPLING_RATE, return_tensors="pt").to(model.device)
     captured: dict[str, torch.Tensor] = {}
     encode_audio_windows = model.encode_audio_windows
 
@@ -142,7 +142,7 @@ def extract_features(
                 {
                     "audio": str(audio_path),
                     "file": name,
-                    "seconds": len(waveform) / 16000,
+                    "seconds": len(waveform) / SAMPLING_RATE,
                     "n_audio_tokens": int(tensors["audio_mask"].sum()),
                     "shapes": {k: list(v.shape) for k, v in tensors.items()},
                 }

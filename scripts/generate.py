@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from transformers import TextStreamer
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from scripts._common import (
     AudioInput,
     add_extension_args,
@@ -63,7 +64,7 @@ def prepare_inputs(
     inputs = processor(
         text=[text],
         audio=clips or None,
-        sampling_rate=16000,
+        sampling_rate=SAMPLING_RATE,
         images=None if image is None else [image],
         return_tensors="pt",
         padding=True,

@@ -46,6 +46,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from recipes.atomic import atomic_open, atomic_write_text
 from recipes.longform import (
     ITEM_NAMES,
@@ -158,7 +159,7 @@ def build_encoder_and_cache(cfg: LongformConfig, out: Path, console: Console) ->
     stride = model.config.audio_pool_stride
     pool_audio, pool_items = make_recordings(0, cfg.pool_clips, ITEMS_PER_WINDOW, stream=0)
     fit_n = min(cfg.standin_clips, cfg.pool_clips)
-    feats = extract_features(processor.prepare_audio(pool_audio[:fit_n], 16000), processor.mel)
+    feats = extract_features(processor.prepare_audio(pool_audio[:fit_n], SAMPLING_RATE), processor.mel)
     if int(feats["audio_chunk_counts"].max()) != 1:
         raise RuntimeError("a 16-item training recording must fill exactly one encoder window")
     targets = [(row + 1).tolist() for row in pool_items[:fit_n]]  # CTC labels 1..9 (0 is the blank)
@@ -178,7 +179,7 @@ def build_encoder_and_cache(cfg: LongformConfig, out: Path, console: Console) ->
             progress=lambda step, loss: progress.update(task, completed=step, description=f"CTC loss {loss:.3f}"),
         )
     test_audio, test_items = make_recordings(0, min(100, cfg.pool_clips), ITEMS_PER_WINDOW, stream=2)
-    tf = extract_features(processor.prepare_audio(test_audio, 16000), processor.mel)
+    tf = extract_features(processor.prepare_audio(test_audio, SAMPLING_RATE), processor.mel)
     ctc_em = ctc_exact_match(
         model.audio_tower,
         fit["head"],

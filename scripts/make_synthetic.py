@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from recipes.synthetic import NotesConfig, make_mcqa_dataset, make_notes_dataset
 
 DEFAULT_SPLITS = {"notes": "train", "mcqa": "mcqa", "digits": "train", "speech-mcqa": "speech_mcqa"}
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=1500, help="number of clips")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default=None, help=f"split name (default: {DEFAULT_SPLITS})")
-    p.add_argument("--sampling-rate", type=int, default=16000)
+    p.add_argument("--sampling-rate", type=int, default=SAMPLING_RATE)
     p.add_argument("--min-notes", type=int, default=3)
     p.add_argument("--max-notes", type=int, default=6)
     p.add_argument("--long-seconds", type=float, default=None, help="make every clip at least this long")

@@ -8,15 +8,14 @@ import torch
 from transformers import WhisperFeatureExtractor
 
 from audio_adapter.audio_features import (
-    SAMPLING_RATE,
     LogMelSpectrogram,
-    audio_token_count,
     chunk_waveform,
     extract_features,
     prepare_waveform,
     resample,
     to_mono,
 )
+from audio_adapter.audio_lengths import SAMPLING_RATE, audio_token_count
 
 
 def speech_like(seconds: float, seed: int = 0, sr: int = SAMPLING_RATE) -> np.ndarray:
@@ -78,7 +77,7 @@ def test_feature_mask_matches_whisper_attention_mask():
     [(4.0, 1, 200), (75.0, 1, 3750), (4.0, 2, 100), (75.0, 2, 1875), (30.0, 1, 1500), (0.01, 1, 1)],
 )
 def test_audio_token_count(seconds, stride, tokens):
-    assert audio_token_count(int(seconds * SAMPLING_RATE), pool_stride=stride) == tokens
+    assert audio_token_count(int(seconds * SAMPLING_RATE), frames_per_token=stride) == tokens
 
 
 def test_long_clip_is_cut_into_30s_windows():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from audio_adapter import AudioVLMConfig, AudioVLMForConditionalGeneration
-from audio_adapter.audio_features import audio_token_count
+from audio_adapter.audio_lengths import audio_token_count
 from audio_adapter.real_frames import real_mel_frames, whisper_encoder_forward
 from audio_adapter.testing import tiny_model_and_processor
 from tests.conftest import audio_prompt, tone_clip
@@ -55,7 +55,7 @@ def test_token_counts_match_placeholders(pool_stride):
     inputs = inputs_for(processor, seconds)
     with torch.no_grad():
         embeds = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"])
-    expected = sum(audio_token_count(int(s * 16000), pool_stride=pool_stride) for s in seconds)
+    expected = sum(audio_token_count(int(s * 16000), frames_per_token=pool_stride) for s in seconds)
     assert embeds.shape == (expected, model.config.text_config.hidden_size)
     assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == expected
 
