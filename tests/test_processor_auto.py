@@ -211,3 +211,26 @@ def test_assembled_real_checkpoint_folder_round_trips_through_auto_classes(hub_r
     direct = AudioVLMForConditionalGeneration.from_pretrained(str(folder)).eval()
     with torch.no_grad():
         assert torch.equal(model.generate(**batch, max_new_tokens=3), direct.generate(**batch, max_new_tokens=3))
+
+
+def test_returned_counts_equal_what_the_collator_recounts(saved):
+    """`recipes.collate.AudioCollator` recounts windows and tokens per sample; the processor's own counts
+    (``return_audio_token_counts=True``) are the same numbers, so the collator can take them instead."""
+    from recipes.collate import AudioCollator
+
+    _, processor, _ = saved
+    chat = [
+        {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "What?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A tone."}]},
+    ]
+    clips = [tone_clip(s, 300.0 + 100 * i) for i, s in enumerate((0.2, 4.0, 9.5))]
+    batch = AudioCollator(processor)([{"messages": chat, "audio": clip} for clip in clips])
+    counted = processor(
+        text=[processor.apply_chat_template(chat)] * 3,
+        audio=clips,
+        sampling_rate=16000,
+        padding_side="right",
+        return_audio_token_counts=True,
+    )
+    for key in ("audio_token_counts", "audio_chunk_counts", "input_ids", "input_features"):
+        assert torch.equal(counted[key], batch[key]), key
