@@ -250,7 +250,7 @@ class AudioVLMProcessor(ProcessorMixin):
         if truncation not in (False, None, "do_not_truncate"):
             # truncation only goes by the text path, so ``texts`` are the expanded texts the tokenizer saw
             self._check_spans_kept(texts, torch.as_tensor(encoded["input_ids"]), tokenizer_kwargs)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        return dict(encoded)
 
     # ------------------------------------------------------------------ text helpers
     def apply_chat_template(self, conversation, add_generation_prompt: bool = False, **kwargs) -> str:
@@ -384,6 +384,11 @@ def _feature_extractor(feature_extractor, n_mels: int | None, chunk_seconds: flo
         return AudioVLMFeatureExtractor(
             feature_size=128 if n_mels is None else n_mels,
             **({} if chunk_seconds is None else {"chunk_length": chunk_seconds}),
+        )
+    if not isinstance(feature_extractor, AudioVLMFeatureExtractor):
+        raise TypeError(
+            f"feature_extractor must be an AudioVLMFeatureExtractor, got {type(feature_extractor).__name__} "
+            "(a WhisperFeatureExtractor converts with AudioVLMFeatureExtractor.from_whisper)"
         )
     for name, given, actual in (
         ("n_mels", n_mels, feature_extractor.feature_size),

@@ -180,6 +180,8 @@ def test_audio_pool_stride_is_an_alias_of_frames_per_token(saved):
             AudioVLMProcessor(*parts, audio_frames_per_token=bad)
     with pytest.raises(ValueError, match="n_mels=128 disagrees"):
         AudioVLMProcessor(*parts, processor.feature_extractor, n_mels=128)
+    with pytest.raises(TypeError, match="must be an AudioVLMFeatureExtractor, got int"):
+        AudioVLMProcessor(*parts, 128)  # the third positional argument used to be n_mels
 
 
 def test_assembled_real_checkpoint_folder_round_trips_through_auto_classes(hub_replicas, tmp_path):
