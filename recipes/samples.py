@@ -180,11 +180,6 @@ def _validated(audio: np.ndarray, sr: int, max_seconds: float | None) -> tuple[n
     return audio, sr
 
 
-def to_mono(audio: np.ndarray) -> np.ndarray:
-    """(T,) or (T, C) as soundfile returns it -> (T,) channel mean."""
-    return audio if audio.ndim == 1 else audio.mean(axis=1, dtype=np.float32)
-
-
 def decode_image(data: bytes):
     from PIL import Image
 

@@ -25,8 +25,8 @@ from jsonargparse import Namespace  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 from recipes.checkpointing import CheckpointDamagedError  # noqa: E402
-from recipes.data import AudioShardDataModule  # noqa: E402
-from recipes.module import AudioVLMLightningModule  # noqa: E402
+from recipes.datamodule import AudioShardDataModule
+from recipes.module import AudioVLMLightningModule
 from recipes.skips import NoDataError  # noqa: E402
 
 # The frozen Whisper encoder and vision tower are kept in eval mode on purpose.
