@@ -91,6 +91,7 @@ def _check_projector_state(path, tensors: dict, metadata: dict, model) -> dict[s
 @torch.no_grad()
 def load_projector_file(model, path) -> None:
     """Put a saved projector (and audio-token rows) into ``model`` (an `AudioVLMForConditionalGeneration`)."""
+    path = Path(path) / PROJECTOR_FILE if Path(path).is_dir() else Path(path)  # errors name the file itself
     tensors, metadata = read_projector_file(path)
     state = _check_projector_state(path, tensors, metadata, model)
     model.audio_projector.load_state_dict(state, strict=True)  # copies, casting to the model's dtypes
