@@ -5,7 +5,7 @@
     python -m scripts.train fit --config recipes/configs/tiny_stage2.yaml --ckpt_path last    # resume
     python -m scripts.train fit --config recipes/configs/qwen2vl7b_stage1.yaml --print_config # check a recipe
 
-Every option of `recipes.module.AudioVLMLightningModule` (``model.*``), `recipes.data.AudioShardDataModule`
+Every option of `recipes.module.AudioVLMLightningModule` (``model.*``), `recipes.datamodule.AudioShardDataModule`
 (``data.*``) and ``lightning.pytorch.Trainer`` (``trainer.*``) can be set in the YAML or on the command line.
 Multi-GPU / multi-node runs only change ``trainer.strategy`` / ``devices`` / ``num_nodes`` (DDP, FSDP).
 Unless the recipe says otherwise, the CLI adds a Rich progress bar and the atomic checkpoint writer
