@@ -44,8 +44,13 @@ class TwoLayerProjector(nn.Module):
     def weight(self) -> torch.Tensor:  # the model reads the projector's dtype / device from .weight
         return self.up.weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.tanh(self.up(x)) * self.gain)
+    def forward(self, frames: torch.Tensor, token_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Selected frames (..., d_audio), or (N, T, d_audio) + (N,) counts (the first counts[i] frames of
+        window i) -> (tokens, hidden): either calling convention of the model."""
+        if token_lengths is not None:
+            lengths = token_lengths.to(frames.device)
+            frames = frames[torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]]
+        return self.down(torch.tanh(self.up(frames.to(self.up.weight.dtype))) * self.gain)
 
 
 def _tiny(two_layer: bool = False):
