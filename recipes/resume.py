@@ -121,7 +121,6 @@ class ExactResume(pl.Callback):
         self.stream: dict = {}  # the epoch's consumed batches per data worker and their stream positions
         self._epoch_batches = 0
         self._pending_rng: dict | None = None
-        self._restored = False  # a checkpoint was loaded: the next epoch start continues its position
         self._trainer: pl.Trainer | None = None
         self._module: pl.LightningModule | None = None
 
@@ -129,9 +128,7 @@ class ExactResume(pl.Callback):
         self._trainer, self._module = trainer, pl_module
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        restored, self._restored = self._restored, False
-        if restored and trainer.current_epoch == self.position[0]:
-            return  # resumed mid-epoch: later checkpoints count the batches consumed before the restart too
+        # (Lightning does not call this hook when it resumes mid-epoch: the restored position stands.)
         self._epoch_batches = 0
         self.stream = {}
         self.position = (trainer.current_epoch, 0)
@@ -193,7 +190,6 @@ class ExactResume(pl.Callback):
         self._epoch_batches = self.position[1]
         # another rank count splits the shards differently: its stream positions mean nothing here
         self.stream = copy.deepcopy(mine.get("stream") or {}) if same_ranks else {}
-        self._restored = True
         self._resume_data()
 
     def _resume_data(self) -> None:
