@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from audio_adapter.audio_lengths import SAMPLING_RATE
 from recipes.module import AudioVLMLightningModule
 from recipes.projector_file import (
     PROJECTOR_FILE,
@@ -167,8 +168,8 @@ def test_stack_mlp_is_one_config_field(shards, tmp_path):
     assert model.config.projector_type == "stack_mlp"
     conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "What is said?"}]}]
     text = processor.apply_chat_template(conversation, add_generation_prompt=True)
-    clip = torch.randn(16000).numpy() * 0.1
-    inputs = processor(text=[text], audio=[clip], sampling_rate=16000)
+    clip = torch.randn(SAMPLING_RATE).numpy() * 0.1  # 1 s
+    inputs = processor(text=[text], audio=[clip], sampling_rate=SAMPLING_RATE)
     with torch.no_grad():
         trained_out = stage2.audio_vlm.eval().generate(**inputs, max_new_tokens=6, do_sample=False)
         reloaded_out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
