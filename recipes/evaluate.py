@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import AudioCollator, model_inputs
+from .collate import AudioCollator, model_inputs
 
 
 def edit_distance(hypothesis: Sequence[str], reference: Sequence[str]) -> int:

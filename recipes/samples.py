@@ -31,6 +31,89 @@ def _is_kind(item: dict, kind: str) -> bool:
     return item.get("type") == kind or kind in item or f"{kind}_url" in item
 
 
+def _content_items(i: int, content: list) -> list[dict]:
+    items = []
+    for item in content:
+        if not isinstance(item, dict):
+            raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: content items must be objects")
+        if item.get("type") == "text" and not isinstance(item.get("text"), str):
+            raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: text item without a string 'text'")
+        if not (_is_kind(item, "audio") or _is_kind(item, "image") or isinstance(item.get("text"), str)):
+            raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: unknown content item {item}")
+        items.append(dict(item))
+    return items
+
+
+def _messages_from_list(raw: Any) -> list[dict]:
+    """``{"messages": [...]}`` -> checked chat turns (copies)."""
+    if not isinstance(raw, list):
+        raise SampleSkipped(SkipReason.BAD_JSON, "'messages' must be a list")
+    if not raw:
+        raise SampleSkipped(SkipReason.MISSING_FIELDS, "'messages' is empty")
+    messages = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES or "content" not in msg:
+            raise SampleSkipped(SkipReason.BAD_JSON, f"message {i} needs 'role' in {ROLES} and 'content'")
+        content = msg["content"]
+        if isinstance(content, list):
+            content = _content_items(i, content)
+        elif not isinstance(content, str):
+            raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: content must be a string or a list")
+        messages.append({"role": msg["role"], "content": content})
+    return messages
+
+
+def _messages_from_prompt(record: dict, has_image: bool) -> list[dict]:
+    """``{"prompt", "response"[, "system"]}`` -> chat turns (audio, then the image, then the prompt)."""
+    prompt, response = record.get("prompt"), record.get("response")
+    if prompt is None or response is None:
+        raise SampleSkipped(SkipReason.MISSING_FIELDS, "need both 'prompt' and 'response'")
+    if not isinstance(prompt, str) or not isinstance(response, str):
+        raise SampleSkipped(SkipReason.BAD_JSON, "'prompt' and 'response' must be strings")
+    user = [{"type": "audio"}] + ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": prompt}]
+    messages = [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": [{"type": "text", "text": response}]},
+    ]
+    system = record.get("system")
+    if system is not None:
+        if not isinstance(system, str):
+            raise SampleSkipped(SkipReason.BAD_JSON, "'system' must be a string")
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def _check_turns(messages: list[dict]) -> None:
+    for i, m in enumerate(messages):
+        found = control_tokens_in(message_text(m["content"]))
+        if found:
+            raise SampleSkipped(SkipReason.CONTROL_TOKEN, f"message {i} ({m['role']}) text holds {found}")
+    if not any(m["role"] == "user" for m in messages):
+        raise SampleSkipped(SkipReason.MISSING_FIELDS, "no user turn")
+    if not any(m["role"] == "assistant" and message_text(m["content"]).strip() for m in messages):
+        raise SampleSkipped(SkipReason.MISSING_FIELDS, "no non-empty assistant turn")
+
+
+def _place_media(messages: list[dict], has_image: bool) -> None:
+    """Exactly one audio item (and one image item when ``has_image``): a missing one is put at the start of the
+    first user turn (an image after the audio)."""
+    for kind, wanted in (("audio", True), ("image", has_image)):
+        n = sum(1 for m in messages if isinstance(m["content"], list) for it in m["content"] if _is_kind(it, kind))
+        if n > 1:
+            raise SampleSkipped(SkipReason.BAD_JSON, f"{n} {kind} items; a sample holds one {kind}")
+        if n == 1 and not wanted:
+            raise SampleSkipped(SkipReason.MISSING_IMAGE, "the messages reference an image the sample lacks")
+        if n == 0 and wanted:
+            first_user = next(m for m in messages if m["role"] == "user")
+            if isinstance(first_user["content"], str):
+                first_user["content"] = [{"type": "text", "text": first_user["content"]}]
+            items = first_user["content"]
+            at = 0
+            if kind == "image":
+                at = next((i + 1 for i, it in enumerate(items) if _is_kind(it, "audio")), 0)
+            items.insert(at, {"type": kind})
+
+
 def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
     """Validate a sample's JSON (``{"messages": [...]}`` or ``{"prompt", "response"[, "system"]}``) and return
     chat turns with exactly one ``{"type": "audio"}`` item (inserted at the start of the first user turn when
@@ -40,72 +123,13 @@ def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
     if not isinstance(record, dict):
         raise SampleSkipped(SkipReason.BAD_JSON, f"expected a JSON object, got {type(record).__name__}")
     if "messages" in record:
-        raw = record["messages"]
-        if not isinstance(raw, list):
-            raise SampleSkipped(SkipReason.BAD_JSON, "'messages' must be a list")
-        if not raw:
-            raise SampleSkipped(SkipReason.MISSING_FIELDS, "'messages' is empty")
-        messages = []
-        for i, msg in enumerate(raw):
-            if not isinstance(msg, dict) or msg.get("role") not in ROLES or "content" not in msg:
-                raise SampleSkipped(SkipReason.BAD_JSON, f"message {i} needs 'role' in {ROLES} and 'content'")
-            content = msg["content"]
-            if isinstance(content, list):
-                items = []
-                for item in content:
-                    if not isinstance(item, dict):
-                        raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: content items must be objects")
-                    if item.get("type") == "text" and not isinstance(item.get("text"), str):
-                        raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: text item without a string 'text'")
-                    if not (_is_kind(item, "audio") or _is_kind(item, "image") or isinstance(item.get("text"), str)):
-                        raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: unknown content item {item}")
-                    items.append(dict(item))
-                content = items
-            elif not isinstance(content, str):
-                raise SampleSkipped(SkipReason.BAD_JSON, f"message {i}: content must be a string or a list")
-            messages.append({"role": msg["role"], "content": content})
+        messages = _messages_from_list(record["messages"])
     elif "prompt" in record or "response" in record:
-        prompt, response = record.get("prompt"), record.get("response")
-        if prompt is None or response is None:
-            raise SampleSkipped(SkipReason.MISSING_FIELDS, "need both 'prompt' and 'response'")
-        if not isinstance(prompt, str) or not isinstance(response, str):
-            raise SampleSkipped(SkipReason.BAD_JSON, "'prompt' and 'response' must be strings")
-        user = [{"type": "audio"}] + ([{"type": "image"}] if has_image else []) + [{"type": "text", "text": prompt}]
-        messages = [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": [{"type": "text", "text": response}]},
-        ]
-        system = record.get("system")
-        if system is not None:
-            if not isinstance(system, str):
-                raise SampleSkipped(SkipReason.BAD_JSON, "'system' must be a string")
-            messages.insert(0, {"role": "system", "content": system})
+        messages = _messages_from_prompt(record, has_image)
     else:
         raise SampleSkipped(SkipReason.MISSING_FIELDS, "need 'messages' or 'prompt' + 'response'")
-
-    for i, m in enumerate(messages):
-        found = control_tokens_in(message_text(m["content"]))
-        if found:
-            raise SampleSkipped(SkipReason.CONTROL_TOKEN, f"message {i} ({m['role']}) text holds {found}")
-    if not any(m["role"] == "user" for m in messages):
-        raise SampleSkipped(SkipReason.MISSING_FIELDS, "no user turn")
-    if not any(m["role"] == "assistant" and message_text(m["content"]).strip() for m in messages):
-        raise SampleSkipped(SkipReason.MISSING_FIELDS, "no non-empty assistant turn")
-    for kind, wanted in (("audio", True), ("image", has_image)):
-        n = sum(1 for m in messages if isinstance(m["content"], list) for it in m["content"] if _is_kind(it, kind))
-        if n > 1:
-            raise SampleSkipped(SkipReason.BAD_JSON, f"{n} {kind} items; a sample holds one {kind}")
-        if n == 1 and not wanted:
-            raise SampleSkipped(SkipReason.MISSING_IMAGE, "the messages reference an image the sample lacks")
-        if n == 0 and wanted:  # put it at the start of the first user turn (an image after the audio)
-            first_user = next(m for m in messages if m["role"] == "user")
-            if isinstance(first_user["content"], str):
-                first_user["content"] = [{"type": "text", "text": first_user["content"]}]
-            items = first_user["content"]
-            at = 0
-            if kind == "image":
-                at = next((i + 1 for i, it in enumerate(items) if _is_kind(it, "audio")), 0)
-            items.insert(at, {"type": kind})
+    _check_turns(messages)
+    _place_media(messages, has_image)
     return messages
 
 
@@ -178,11 +202,6 @@ def _validated(audio: np.ndarray, sr: int, max_seconds: float | None) -> tuple[n
     if max_seconds is not None and audio.shape[0] / sr > max_seconds:
         raise SampleSkipped(SkipReason.TOO_LONG, f"{audio.shape[0] / sr:.1f} s > max_audio_seconds={max_seconds}")
     return audio, sr
-
-
-def to_mono(audio: np.ndarray) -> np.ndarray:
-    """(T,) or (T, C) as soundfile returns it -> (T,) channel mean."""
-    return audio if audio.ndim == 1 else audio.mean(axis=1, dtype=np.float32)
 
 
 def decode_image(data: bytes):

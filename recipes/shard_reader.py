@@ -11,7 +11,7 @@ import os
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 from .skips import SkipReason
@@ -229,6 +229,70 @@ def _next_header(fileobj, stop: int, encoding: str) -> tuple[bool, int, int | No
         pos += _BLOCK
 
 
+class _SampleGrouper:
+    """Groups consecutive tar members of one key into raw samples, across the runs of a damaged shard (a sample
+    may lose members to a damaged stretch and go on after it)."""
+
+    def __init__(self, url: str, max_member_bytes: int | None):
+        self.url = url
+        self.max_member_bytes = max_member_bytes
+        self.current: dict | None = None
+        self.n_members = 0
+
+    def members(self, tf: tarfile.TarFile, fileobj) -> Generator[dict | _Bad, None, tuple[Exception | None, bool]]:
+        """Yield the samples completed while reading one run of members; return (the ``ReadError`` that ended
+        the run, or None at its end blocks; True when a member was cut short: the shard ends there)."""
+        while True:
+            try:
+                info = tf.next()
+            except tarfile.ReadError as exc:  # e.g. a pax record whose header is damaged
+                return exc, False
+            if info is None:  # the end blocks, or a header that fails its checksum
+                return None, False
+            tf.members = []  # do not keep every TarInfo
+            if not info.isreg():
+                continue
+            key, ext = _split_key(info.name)
+            if key is None or os.path.basename(key).startswith("__"):
+                continue
+            if self.current is not None and key != self.current["__key__"]:
+                yield self.current
+                self.current = None
+            if self.current is None:
+                self.current = {"__key__": key, "__url__": self.url}
+            self.n_members += 1
+            if self.max_member_bytes is not None and info.size > self.max_member_bytes:
+                too_large = f"{info.name}: {info.size} bytes > max_member_bytes={self.max_member_bytes}"
+                self.current["__too_large__"] = too_large
+                continue  # tarfile seeks over it: a stream is read forwards and dropped, never held
+            try:
+                data = _member_bytes(tf, fileobj, info)
+            except Exception as exc:
+                yield _Bad(SkipReason.TRUNCATED_MEMBER, f"{info.name}: {exc}", key=key, url=self.url)
+                return None, True
+            if ext in self.current:
+                self.current["__duplicate__"] = ext
+            self.current[ext] = data
+
+
+def _damage_detail(
+    stop: int, end: int, offset: int | None, garbage: bool, failure: Exception | None, n_members: int
+) -> str | None:
+    """The ``corrupt_shard`` detail for what followed a run of members (None: nothing was wrong)."""
+    if offset is not None and garbage:
+        return (
+            f"damaged tar data at offset {stop}: skipped {offset - stop} bytes to the next valid header "
+            f"(the member(s) there are lost; {n_members} members read so far)"
+        )
+    if garbage:
+        return (
+            f"unreadable data after {n_members} members: {end - stop} bytes from offset {stop} hold no valid tar header"
+        )
+    if failure is not None:
+        return f"after {n_members} members: {failure}" if n_members else f"not a tar file ({failure})"
+    return None
+
+
 def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict | _Bad]:
     """Yield raw samples ``{"__key__", "__url__", ext: bytes, ...}`` from one shard, or `_Bad` events.
     Never raises for bad data. An unreadable shard or a member cut short end the shard with an event (complete
@@ -244,8 +308,7 @@ def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER
     except Exception as exc:
         yield _Bad(SkipReason.UNREADABLE_SHARD, str(exc), url=url)
         return
-    current: dict | None = None
-    n_members = 0
+    grouper = _SampleGrouper(url, max_member_bytes)
     try:
         fileobj = _tar_fileobj(stream, local_file=os.path.isfile(url))
         offset: int | None = 0
@@ -259,62 +322,20 @@ def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER
                 tf, failure, stop = None, exc, offset
             if tf is not None:
                 encoding = tf.encoding
-                while True:
-                    try:
-                        info = tf.next()
-                    except tarfile.ReadError as exc:  # e.g. a pax record whose header is damaged
-                        failure = exc
-                        break
-                    if info is None:  # the end blocks, or a header that fails its checksum
-                        break
-                    tf.members = []  # do not keep every TarInfo
-                    if not info.isreg():
-                        continue
-                    key, ext = _split_key(info.name)
-                    if key is None or os.path.basename(key).startswith("__"):
-                        continue
-                    if current is not None and key != current["__key__"]:
-                        yield current
-                        current = None
-                    if current is None:
-                        current = {"__key__": key, "__url__": url}
-                    n_members += 1
-                    if max_member_bytes is not None and info.size > max_member_bytes:
-                        current["__too_large__"] = (
-                            f"{info.name}: {info.size} bytes > max_member_bytes={max_member_bytes}"
-                        )
-                        continue  # tarfile seeks over it: a stream is read forwards and dropped, never held
-                    try:
-                        data = _member_bytes(tf, fileobj, info)
-                    except Exception as exc:
-                        yield _Bad(SkipReason.TRUNCATED_MEMBER, f"{info.name}: {exc}", key=key, url=url)
-                        return
-                    if ext in current:
-                        current["__duplicate__"] = ext
-                    current[ext] = data
+                failure, truncated = yield from grouper.members(tf, fileobj)
+                if truncated:
+                    return
                 stop = tf.offset
             garbage, end, offset = _next_header(fileobj, stop, encoding)
-            if offset is not None and garbage:
-                detail = (
-                    f"damaged tar data at offset {stop}: skipped {offset - stop} bytes to the next valid header "
-                    f"(the member(s) there are lost; {n_members} members read so far)"
-                )
-            elif garbage:
-                detail = (
-                    f"unreadable data after {n_members} members: {end - stop} bytes from offset {stop} "
-                    "hold no valid tar header"
-                )
-            elif failure is not None:
-                detail = f"after {n_members} members: {failure}" if n_members else f"not a tar file ({failure})"
-            else:
-                continue
-            yield _Bad(SkipReason.CORRUPT_SHARD, detail, url=url)
-        if current is not None:
-            yield current
-            current = None
+            detail = _damage_detail(stop, end, offset, garbage, failure, grouper.n_members)
+            if detail is not None:
+                yield _Bad(SkipReason.CORRUPT_SHARD, detail, url=url)
+        if grouper.current is not None:
+            yield grouper.current
+            grouper.current = None
     except Exception as exc:  # defensive: any other failure (a corrupt compressed stream, I/O) ends this shard only
-        if current is not None:
-            yield _Bad(SkipReason.TRUNCATED_MEMBER, str(exc), key=current["__key__"], url=url)
+        if grouper.current is not None:
+            yield _Bad(SkipReason.TRUNCATED_MEMBER, str(exc), key=grouper.current["__key__"], url=url)
         yield _Bad(SkipReason.CORRUPT_SHARD, f"{type(exc).__name__}: {exc}", url=url)
     finally:
         try:

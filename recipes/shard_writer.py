@@ -141,44 +141,42 @@ def write_shards(
     seen: set[str] = set()
     writer = None
     n_lines = sum(1 for line in open(manifest, encoding="utf-8") if line.strip())
-
-    progress_ctx = _progress(progress, n_lines)
     try:
-        with progress_ctx as (bar, task):
+        with _progress(progress, n_lines) as (bar, task):
             for index, (lineno, entry) in enumerate(read_manifest(manifest)):
                 key = entry.get("key") if isinstance(entry, dict) else None
                 try:
-                    if isinstance(entry, SampleSkipped):
-                        raise entry
-                    sample = prepare_manifest_sample(entry, base, index, max_audio_seconds)
-                    key = sample["__key__"]
-                    if key in seen:
-                        raise SampleSkipped(SkipReason.DUPLICATE_KEY, f"key {key!r} already written")
+                    sample = _checked_sample(entry, base, index, max_audio_seconds, seen)
                 except SampleSkipped as exc:
                     summary.skipped[exc.reason] += 1
                     summary.problems.append((lineno, key, exc.reason, exc.detail))
                     logger.warning("manifest line %d (key=%s) skipped (%s) %s", lineno, key, exc.reason, exc.detail)
                 else:
                     if writer is None:
+                        post = summary.shards.append
                         writer = wds.ShardWriter(
-                            pattern,
-                            maxcount=maxcount,
-                            maxsize=maxsize,
-                            verbose=0,
-                            mtime=0.0,
-                            post=summary.shards.append,
+                            pattern, maxcount=maxcount, maxsize=maxsize, verbose=0, mtime=0.0, post=post
                         )
                     writer.write(sample)
-                    seen.add(key)
+                    seen.add(sample["__key__"])
                     summary.written += 1
                 if bar is not None:
-                    bar.update(
-                        task, advance=1, description=f"written {summary.written}, skipped {summary.total_skipped}"
-                    )
+                    done = f"written {summary.written}, skipped {summary.total_skipped}"
+                    bar.update(task, advance=1, description=done)
     finally:
         if writer is not None:
             writer.close()  # calls post() for the last shard
     return summary
+
+
+def _checked_sample(entry: Any, base: Path, index: int, max_audio_seconds: float | None, seen: set[str]) -> dict:
+    """A manifest entry -> the sample to write; raises `SampleSkipped` (a bad line, a key written before)."""
+    if isinstance(entry, SampleSkipped):
+        raise entry
+    sample = prepare_manifest_sample(entry, base, index, max_audio_seconds)
+    if sample["__key__"] in seen:
+        raise SampleSkipped(SkipReason.DUPLICATE_KEY, f"key {sample['__key__']!r} already written")
+    return sample
 
 
 class _progress:

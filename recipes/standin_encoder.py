@@ -46,6 +46,28 @@ def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[li
     return out
 
 
+class _CtcTargets:
+    """Per-clip label sequences packed for ``F.ctc_loss``, with the clips' pooled frame counts."""
+
+    def __init__(self, targets: Sequence[Sequence[int]], frame_lengths: torch.Tensor):
+        self.frame_lengths = frame_lengths
+        self.lengths = torch.tensor([len(t) for t in targets])
+        self.flat = torch.tensor([label for t in targets for label in t])
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), self.lengths.cumsum(0)])
+
+    def loss(self, log_probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """CTC loss of (B, frames, classes) ``log_probs`` for the clips ``idx`` (B,)."""
+        batch_targets = torch.cat([self.flat[self.offsets[i] : self.offsets[i + 1]] for i in idx.tolist()])
+        return F.ctc_loss(
+            log_probs.transpose(0, 1),
+            batch_targets,
+            self.frame_lengths[idx],
+            self.lengths[idx],
+            blank=CTC_BLANK,
+            zero_infinity=True,
+        )
+
+
 def pretrain_standin_encoder(
     encoder: nn.Module,
     input_features: torch.Tensor,
@@ -80,26 +102,14 @@ def pretrain_standin_encoder(
     for p in encoder.parameters():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    lengths = pooled_frame_lengths(input_features_mask, pool_stride)
-    target_lengths = torch.tensor([len(t) for t in targets])
-    flat_targets = torch.tensor([label for t in targets for label in t])
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), target_lengths.cumsum(0)])
+    ctc = _CtcTargets(targets, pooled_frame_lengths(input_features_mask, pool_stride))
     encoder.train()
     losses: list[float] = []
     start, step = time.perf_counter(), 0
     while step < max_steps and time.perf_counter() - start < max_seconds:
         idx = torch.randint(0, input_features.shape[0], (batch_size,), generator=generator)
-        pooled = encode_pooled(encoder, input_features[idx], pool_stride)
-        log_probs = head(pooled).log_softmax(-1)
-        batch_targets = torch.cat([flat_targets[offsets[i] : offsets[i + 1]] for i in idx.tolist()])
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            batch_targets,
-            lengths[idx],
-            target_lengths[idx],
-            blank=CTC_BLANK,
-            zero_infinity=True,
-        )
+        log_probs = head(encode_pooled(encoder, input_features[idx], pool_stride)).log_softmax(-1)
+        loss = ctc.loss(log_probs, idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from extension.config import METHODS, AudioContextExtension
+from recipes.model_spec import DTYPES, ModelSpec
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
 
@@ -32,17 +32,10 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = 
     """Load ``(AudioVLMForConditionalGeneration, AudioVLMProcessor)`` from a directory written by
     ``save_pretrained`` (no network). The model is in eval mode on ``device`` (default: `default_device`);
     ``dtype`` is one of `DTYPES` (default: as saved)."""
-    from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
-
     path = Path(model_dir)
     check_assembled_checkpoint(path)
-    kwargs = {}
-    if dtype is not None:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        kwargs["dtype"] = DTYPES[dtype]
-    model = AudioVLMForConditionalGeneration.from_pretrained(str(path), **kwargs)
-    processor = AudioVLMProcessor.from_pretrained(path)
+    # an absolute path: a folder named "tiny" or "pretrained" is still a folder
+    model, processor = ModelSpec(model=str(path.resolve()), dtype=dtype).build()
     return model.to(device or default_device()).eval(), processor
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from scripts._common import DTYPES, save_model_folder
+from recipes.model_spec import DTYPES
+from scripts._common import save_model_folder
 
 
 def assemble(

@@ -6,9 +6,10 @@
         --vlm /models/Qwen2-VL-7B-Instruct --whisper /models/whisper-large-v3-turbo      # local copies of the base
 
 The base model is rebuilt from the run's ``training_spec.json`` (tiny seed + overrides, or the Qwen2-VL +
-Whisper checkpoints; ``--vlm/--whisper/--base`` point elsewhere), then the run's ``projector.safetensors``
-(projector + audio-token rows) is loaded and, for stage 2, the LoRA adapter is merged with peft's
-``merge_and_unload``. A QLoRA run is merged into a full-precision base (never into 4-bit weights).
+Whisper checkpoints, the projector type; ``--vlm/--whisper/--base`` point elsewhere), then the run's
+``projector.safetensors`` (the projector's whole state dict + audio-token rows) is loaded and, for stage 2, the
+LoRA adapter is merged with peft's ``merge_and_unload``. A QLoRA run is merged into a full-precision base (never
+into 4-bit weights).
 """
 
 from __future__ import annotations
@@ -20,15 +21,9 @@ from pathlib import Path
 
 import torch
 
-from recipes.module import (
-    ADAPTER_DIR,
-    CONFIG_FILE,
-    DTYPES,
-    SPEC_FILE,
-    audio_token_ids,
-    build_model_and_processor,
-    load_projector_file,
-)
+from recipes.model_spec import DTYPES, ModelSpec
+from recipes.module import ADAPTER_DIR, CONFIG_FILE, SPEC_FILE
+from recipes.projector_file import audio_token_ids, load_projector_file
 from scripts._common import save_model_folder
 
 
@@ -48,26 +43,17 @@ def export(
     spec_file = run / SPEC_FILE
     if not spec_file.is_file():
         raise FileNotFoundError(f"{spec_file} not found: --run must be a stage output directory (model.output_dir)")
-    spec = json.loads(spec_file.read_text())
-    build = {
-        k: spec.get(k)
-        for k in ("model", "tiny_overrides", "tiny_seed", "vlm", "whisper", "audio_pool_stride", "context_extension")
-    }
-    build["dtype"] = dtype or ("float32" if spec.get("quantization") else spec.get("dtype") or "float32")
+    saved = json.loads(spec_file.read_text())
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if base is not None:
-        build["model"] = base
-    if vlm is not None:
-        build["vlm"] = vlm
-    if whisper is not None:
-        build["whisper"] = whisper
-    if build["model"] == "prebuilt":
+    spec = ModelSpec.from_dict(saved)
+    spec.dtype = dtype or ("float32" if saved.get("quantization") else saved.get("dtype") or "float32")
+    spec.quantization = None  # a QLoRA run is merged into a full-precision base
+    spec.model = base or spec.model
+    spec.vlm, spec.whisper = vlm or spec.vlm, whisper or spec.whisper
+    if spec.model == "prebuilt":
         raise ValueError("this run was trained on a model object, not a spec: give the base directory with --base")
-    build["tiny_overrides"] = build.get("tiny_overrides") or {}
-    build["tiny_seed"] = int(build.get("tiny_seed") or 0)
-    build["audio_pool_stride"] = int(build.get("audio_pool_stride") or 1)
-    model, _ = build_model_and_processor(**build, quantization=None)
+    model, _ = spec.build()
     processor = AudioVLMProcessor.from_pretrained(run)
 
     saved_config = run / CONFIG_FILE

@@ -5,7 +5,7 @@
     python -m scripts.train fit --config recipes/configs/tiny_stage2.yaml --ckpt_path last    # resume
     python -m scripts.train fit --config recipes/configs/qwen2vl7b_stage1.yaml --print_config # check a recipe
 
-Every option of `recipes.module.AudioVLMLightningModule` (``model.*``), `recipes.data.AudioShardDataModule`
+Every option of `recipes.module.AudioVLMLightningModule` (``model.*``), `recipes.datamodule.AudioShardDataModule`
 (``data.*``) and ``lightning.pytorch.Trainer`` (``trainer.*``) can be set in the YAML or on the command line.
 Multi-GPU / multi-node runs only change ``trainer.strategy`` / ``devices`` / ``num_nodes`` (DDP, FSDP).
 Unless the recipe says otherwise, the CLI adds a Rich progress bar and the atomic checkpoint writer
@@ -25,8 +25,8 @@ from jsonargparse import Namespace  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 from recipes.checkpointing import CheckpointDamagedError  # noqa: E402
-from recipes.data import AudioShardDataModule  # noqa: E402
-from recipes.module import AudioVLMLightningModule  # noqa: E402
+from recipes.datamodule import AudioShardDataModule
+from recipes.module import AudioVLMLightningModule
 from recipes.skips import NoDataError  # noqa: E402
 
 # The frozen Whisper encoder and vision tower are kept in eval mode on purpose.

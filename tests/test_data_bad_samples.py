@@ -14,7 +14,9 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
-from recipes.data import AudioShardDataset, ShardLoader, SkipCounter, SkipReason
+from recipes.dataset import AudioShardDataset
+from recipes.loader import ShardLoader
+from recipes.skips import SkipCounter, SkipReason
 from recipes.synthetic import notes_sample
 
 SR = 16000
@@ -141,7 +143,7 @@ def test_batches_with_workers_aggregate_counts_in_main_process(salted, processor
 
 
 def test_datamodule_exposes_counts_across_ranks_and_workers(salted, processor):
-    from recipes.data import AudioShardDataModule
+    from recipes.datamodule import AudioShardDataModule
 
     total = SkipCounter()
     keys = []
@@ -164,7 +166,8 @@ def test_datamodule_exposes_counts_across_ranks_and_workers(salted, processor):
 
 
 def test_message_validation_reasons():
-    from recipes.data import SampleSkipped, normalize_messages
+    from recipes.samples import normalize_messages
+    from recipes.skips import SampleSkipped
 
     cases = {
         SkipReason.BAD_JSON: [

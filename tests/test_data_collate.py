@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from recipes.data import IGNORE_INDEX, AudioCollator, model_inputs, normalize_messages
+from recipes.collate import IGNORE_INDEX, AudioCollator, model_inputs
+from recipes.samples import normalize_messages
 
 WINDOW_SECONDS = 3.0  # tiny_processor(max_source_positions=150): 150 encoder frames x 2 x 10 ms
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from recipes.data import SampleSkipped, SkipReason, decode_audio
+from recipes.samples import decode_audio
+from recipes.skips import SampleSkipped, SkipReason
 
 
 def _flac(audio: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:

@@ -117,7 +117,7 @@ def test_gzip_shards_multi_member_padded_and_cut_short(tmp_path):
 def test_damaged_header_counts_per_reason(tmp_path, processor):
     """End to end through the dataset: 4 of 5 samples arrive; the loss is counted (corrupt_shard for the damaged
     region, missing_audio for the sample that lost its audio member)."""
-    from recipes.data import AudioShardDataset
+    from recipes.dataset import AudioShardDataset
 
     samples = [_good(21, i) for i in range(5)]
     path = tmp_path / "d.tar"
@@ -137,7 +137,7 @@ def test_damaged_header_counts_per_reason(tmp_path, processor):
 def test_duplicate_keys_anywhere_are_skipped_and_counted(tmp_path, processor):
     """A key repeated later in the same shard (not adjacent) and a key repeated in another shard are each
     trained once; the repeats are counted as duplicate_key."""
-    from recipes.data import AudioShardDataset
+    from recipes.dataset import AudioShardDataset
 
     a = [_good(22, i) for i in range(4)]
     b = [_good(22, i) for i in range(4, 7)]
@@ -187,7 +187,8 @@ def test_oversized_member_is_skipped_before_it_is_read(tmp_path):
     assert got[0]["flac"] == b"A" * 5000 and got[2]["flac"] == b"C" * 5000
     assert "flac" not in got[1] and "flac" in got[1]["__too_large__"]
 
-    from recipes.data import AudioShardDataset, SampleSkipped
+    from recipes.dataset import AudioShardDataset
+    from recipes.skips import SampleSkipped
 
     ds = AudioShardDataset(str(path), max_member_bytes=1 << 20)
     with pytest.raises(SampleSkipped) as info:
@@ -202,7 +203,8 @@ def test_oversized_member_is_skipped_before_it_is_read(tmp_path):
 def test_loader_pass_without_a_sample_raises_naming_shards_and_counts(tmp_path, processor):
     """A shard list where every sample is bad (or every shard is missing) stops the pass with NoDataError naming
     the shards and the skip counts, instead of yielding an empty epoch (which Lightning repeats forever)."""
-    from recipes.data import AudioShardDataset, ShardLoader
+    from recipes.dataset import AudioShardDataset
+    from recipes.loader import ShardLoader
     from recipes.skips import NoDataError
 
     bad = [
@@ -241,7 +243,7 @@ def test_loader_pass_without_a_sample_raises_naming_shards_and_counts(tmp_path, 
     ],
 )
 def test_datamodule_refuses_out_of_range_settings(name, value):
-    from recipes.data import AudioShardDataModule
+    from recipes.datamodule import AudioShardDataModule
 
     kwargs = {"train_shards": "x.tar", name: value}
     if name == "rank":
@@ -256,7 +258,7 @@ def test_datamodule_refuses_out_of_range_settings(name, value):
     [("batch_size", 0), ("shuffle_buffer", -2), ("max_audio_seconds", -1.0), ("max_member_bytes", -5), ("epoch", -1)],
 )
 def test_dataset_refuses_out_of_range_settings(tmp_path, processor, name, value):
-    from recipes.data import AudioShardDataset
+    from recipes.dataset import AudioShardDataset
 
     shard = _write(tmp_path / "one.tar", [_good(23, 0)])
     with pytest.raises(ValueError, match=name) as info:

@@ -22,7 +22,8 @@ import soundfile as sf
 import torch
 import webdataset as wds
 
-from recipes.data import AudioCollator, AudioShardDataset
+from recipes.collate import AudioCollator
+from recipes.dataset import AudioShardDataset
 
 SECONDS = 2.0
 TONES = ((330.0, 0.18, 0.3), (523.25, 0.14, 1.1), (1244.5, 0.08, 2.0))  # (Hz, amplitude, phase)

@@ -11,7 +11,9 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
-from recipes.data import AudioShardDataModule, AudioShardDataset, record_stream_position, resume_plan
+from recipes.datamodule import AudioShardDataModule
+from recipes.dataset import AudioShardDataset
+from recipes.resume import record_stream_position, resume_plan
 from recipes.synthetic import notes_sample
 
 SR = 16000

@@ -13,7 +13,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from recipes.data import IGNORE_INDEX, AudioShardDataset, ShardLoader, SkipReason
+from recipes.collate import IGNORE_INDEX
+from recipes.dataset import AudioShardDataset
+from recipes.loader import ShardLoader
+from recipes.skips import SkipReason
 from recipes.synthetic import NOTE_NAMES, NotesConfig, make_mcqa_dataset, make_notes_dataset, notes_sample
 from scripts.make_shards import main as make_shards_main
 
@@ -140,7 +143,7 @@ def test_epochs_reshuffle_but_keep_the_set(notes, processor):
 
 
 def test_datamodule_batches(notes, processor):
-    from recipes.data import AudioShardDataModule
+    from recipes.datamodule import AudioShardDataModule
 
     dm = AudioShardDataModule(
         train_shards=notes["glob"],
@@ -213,7 +216,7 @@ def test_make_shards_skips_bad_lines_and_keeps_good_neighbours(tmp_path):
     strict_rc = make_shards_main([str(manifest), str(tmp_path / "o2" / "s-%03d.tar"), "--strict", "--no-progress"])
     assert strict_rc == 1
 
-    from recipes.data import write_shards
+    from recipes.shard_writer import write_shards
 
     summary = write_shards(
         manifest, str(tmp_path / "o3" / "s-%03d.tar"), maxcount=2, max_audio_seconds=10, progress=False
@@ -302,7 +305,7 @@ def test_synthetic_long_clips_and_mcqa(tmp_path):
 def test_datamodule_under_trainer_fit_reshuffles_per_epoch(notes, processor):
     import lightning.pytorch as pl
 
-    from recipes.data import AudioShardDataModule
+    from recipes.datamodule import AudioShardDataModule
 
     class Probe(pl.LightningModule):
         def __init__(self):

@@ -59,7 +59,7 @@ def test_each_recipe_trains_on_the_replicas(runs, hub_replicas):
     work, clis = runs
     for name, cli in clis.items():
         assert cli.trainer.global_step == 2, name
-        assert cli.trainer.precision == "bf16-mixed" and cli.model.spec["dtype"] == "bfloat16", name
+        assert cli.trainer.precision == "bf16-mixed" and cli.model.spec.dtype == "bfloat16", name
         net = cli.model.audio_vlm
         assert net.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
         assert net.audio_projector.weight.shape == (128, 64)

@@ -98,7 +98,7 @@ def test_ddp_two_cpu_processes_stage2_and_resume(tmp_path):
     # resume both ranks from the mid-epoch checkpoint at step 2 and finish: same data, losses and weights
     (ckpt,) = ckpt_dir.glob(f"*step={CKPT_STEP}.ckpt")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert len(saved["audio_vlm"]["per_rank"]) == 2  # RNG + VLAT state of both ranks
+    assert len(saved["callbacks"]["ExactResume"]["per_rank"]) == 2  # RNG + VLAT state of both ranks
     resumed = _run_cli(tmp_path, "resumed", data["glob"], None, ckpt_path=str(ckpt))
     for rank in range(2):
         a, b = ranks[rank], resumed["ranks"][rank]

@@ -19,7 +19,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from recipes.checkpointing import AtomicCheckpointIO
-from recipes.module import PROJECTOR_FILE, SPEC_FILE, AudioVLMLightningModule, read_projector_file
+from recipes.module import SPEC_FILE, AudioVLMLightningModule
+from recipes.projector_file import PROJECTOR_FILE, read_projector_file
 from tests.training_helpers import (
     TINY,
     StepRecorder,
@@ -130,12 +131,12 @@ def test_cli_run_without_data_stops_within_seconds(tmp_path):
     ],
 )
 def test_module_refuses_out_of_range_settings(name, value, monkeypatch):
-    import recipes.module as module_file
+    from recipes.model_spec import ModelSpec
 
-    def no_build(**_):  # the check must come before the (slow) model build
+    def no_build(self):  # the check must come before the (slow) model build
         raise AssertionError("model built before the settings were checked")
 
-    monkeypatch.setattr(module_file, "build_model_and_processor", no_build)
+    monkeypatch.setattr(ModelSpec, "build", no_build)
     with pytest.raises(ValueError, match=name) as info:
         AudioVLMLightningModule("tiny", **{name: value})
     assert repr(value) in str(info.value) or str(value) in str(info.value)

@@ -112,7 +112,8 @@ def test_bf16_base_keeps_trainable_tensors_float32(shards):
 
 
 def test_gradient_checkpointing_same_gradients(shards):
-    from recipes.data import AudioShardDataset, model_inputs
+    from recipes.collate import model_inputs
+    from recipes.dataset import AudioShardDataset
 
     grads = []
     for checkpointing in (False, True):

@@ -8,7 +8,8 @@ import importlib.util
 import pytest
 import torch
 
-from recipes.module import AudioVLMLightningModule, quantization_config
+from recipes.model_spec import quantization_config
+from recipes.module import AudioVLMLightningModule
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
@@ -39,7 +40,8 @@ def test_qlora_stage2_on_gpu(tmp_path):
     if not HAS_BNB:
         pytest.skip("QLoRA needs bitsandbytes (pip install -e '.[gpu]'); it is not installed")
     from audio_adapter.testing import tiny_model_and_processor
-    from recipes.data import AudioShardDataset, model_inputs
+    from recipes.collate import model_inputs
+    from recipes.dataset import AudioShardDataset
     from tests.training_helpers import TINY, make_shards
 
     base, processor = tiny_model_and_processor(seed=0, **TINY)

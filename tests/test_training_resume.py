@@ -90,8 +90,8 @@ def test_resume_continues_the_same_loss_curve(shards, uninterrupted, tmp_path, e
     keys = set(ckpt["state_dict"])
     assert keys and all(".lora_" in k or k.endswith("audio_projector.weight") for k in keys)  # trainable only
     # a mid-epoch checkpoint records where the consumed batches left the data stream (resumed without decoding)
-    position = ckpt["audio_vlm"]["data_position"]
-    stream = ckpt["audio_vlm"]["per_rank"][0]["stream"]
+    position = ckpt["callbacks"]["ExactResume"]["data_position"]
+    stream = ckpt["callbacks"]["ExactResume"]["per_rank"][0]["stream"]
     assert (stream["batches"] == {0: position["batches"]}) if position["batches"] else stream == {}
 
     pl.seed_everything(123)  # a different global RNG at restart must not matter: it is restored
@@ -169,7 +169,7 @@ def test_resume_twice_within_one_epoch(shards, uninterrupted, tmp_path):
     second = run(7, str(ckpt_dir / "last.ckpt"))  # resumes, runs step 7 (batch 3 of epoch 1), killed before 8
     assert second.keys == uninterrupted.keys[6:7]
     ckpt = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 7 and ckpt["audio_vlm"]["data_position"] == {"epoch": 1, "batches": 3}
+    assert ckpt["global_step"] == 7 and ckpt["callbacks"]["ExactResume"]["data_position"] == {"epoch": 1, "batches": 3}
     third = run(None, str(ckpt_dir / "last.ckpt"))
     assert third.keys == uninterrupted.keys[7:]
     expected = uninterrupted.losses[7:]

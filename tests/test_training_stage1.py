@@ -6,15 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipes.data import AudioShardDataset, model_inputs
-from recipes.module import (
-    PROJECTOR_FILE,
-    SPEC_FILE,
-    AudioVLMLightningModule,
-    audio_token_ids,
-    load_projector_file,
-    read_projector_file,
-)
+from recipes.collate import model_inputs
+from recipes.dataset import AudioShardDataset
+from recipes.module import SPEC_FILE, AudioVLMLightningModule
+from recipes.projector_file import PROJECTOR_FILE, audio_token_ids, load_projector_file, read_projector_file
 from tests.training_helpers import (
     TINY,
     StepRecorder,

@@ -8,8 +8,10 @@ import re
 import pytest
 import torch
 
-from recipes.data import AudioShardDataset, model_inputs
-from recipes.module import ADAPTER_DIR, AudioVLMLightningModule, load_projector_file, lora_target_regex
+from recipes.collate import model_inputs
+from recipes.dataset import AudioShardDataset
+from recipes.module import ADAPTER_DIR, AudioVLMLightningModule, lora_target_regex
+from recipes.projector_file import load_projector_file
 from scripts.export import export
 from scripts.export import main as export_main
 from tests.training_helpers import (

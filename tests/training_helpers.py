@@ -37,7 +37,7 @@ def make_shards(root: Path, num: int = 16, seed: int = 0, maxcount: int = 4) -> 
 
 
 def datamodule(shards: str, batch_size: int = 4, shuffle_buffer: int = 6, seed: int = 0, **kwargs):
-    from recipes.data import AudioShardDataModule
+    from recipes.datamodule import AudioShardDataModule
 
     return AudioShardDataModule(
         train_shards=shards, batch_size=batch_size, num_workers=0, shuffle_buffer=shuffle_buffer, seed=seed, **kwargs
