@@ -162,6 +162,37 @@ def stretch_positions(
     return (position_ids.to(offsets.dtype) - offsets).float()
 
 
+def _checked_cutoff(
+    inv_freq: torch.Tensor,
+    position_ids: torch.Tensor,
+    stretched_position_ids: torch.Tensor,
+    audio_mask: torch.Tensor,
+    cutoff: int,
+    temperature: float,
+) -> int:
+    """The arguments of `partial_yarn_cos_sin` checked (ValueError naming the bad one); the cutoff as an int."""
+    half = inv_freq.shape[-1]
+    if inv_freq.ndim != 1:
+        raise ValueError(f"inv_freq must be (D/2,), got shape {tuple(inv_freq.shape)}")
+    cutoff_value = _as_int(cutoff)
+    if cutoff_value is None or not 0 <= cutoff_value <= half:
+        raise ValueError(f"cutoff must be an int in [0, head_dim/2 = {half}], got {cutoff!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if position_ids.shape != stretched_position_ids.shape:
+        raise ValueError(
+            f"position_ids {tuple(position_ids.shape)} and stretched_position_ids "
+            f"{tuple(stretched_position_ids.shape)} must have the same shape"
+        )
+    _check_audio_mask(audio_mask)
+    if tuple(audio_mask.shape) != tuple(position_ids.shape[-2:]):
+        raise ValueError(
+            f"audio_mask shape {tuple(audio_mask.shape)} does not match positions (B, L) = "
+            f"{tuple(position_ids.shape[-2:])}"
+        )
+    return cutoff_value
+
+
 def partial_yarn_cos_sin(
     inv_freq: torch.Tensor,
     position_ids: torch.Tensor,
@@ -189,26 +220,8 @@ def partial_yarn_cos_sin(
     Returns:
         (cos, sin), each (B, L, D) float32 in the ``cat(freqs, freqs)`` layout.
     """
+    cutoff = _checked_cutoff(inv_freq, position_ids, stretched_position_ids, audio_mask, cutoff, temperature)
     half = inv_freq.shape[-1]
-    if inv_freq.ndim != 1:
-        raise ValueError(f"inv_freq must be (D/2,), got shape {tuple(inv_freq.shape)}")
-    cutoff_value = _as_int(cutoff)
-    if cutoff_value is None or not 0 <= cutoff_value <= half:
-        raise ValueError(f"cutoff must be an int in [0, head_dim/2 = {half}], got {cutoff!r}")
-    cutoff = cutoff_value
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if position_ids.shape != stretched_position_ids.shape:
-        raise ValueError(
-            f"position_ids {tuple(position_ids.shape)} and stretched_position_ids "
-            f"{tuple(stretched_position_ids.shape)} must have the same shape"
-        )
-    _check_audio_mask(audio_mask)
-    if tuple(audio_mask.shape) != tuple(position_ids.shape[-2:]):
-        raise ValueError(
-            f"audio_mask shape {tuple(audio_mask.shape)} does not match positions (B, L) = "
-            f"{tuple(position_ids.shape[-2:])}"
-        )
 
     # Skip the group that is empty: cutoff 0 (Partial PI) needs no raw angles at all.
     if cutoff == 0:

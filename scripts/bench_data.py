@@ -242,7 +242,7 @@ def cpu_pass(batches) -> tuple[float, int]:
     return time.process_time() - start, clips
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=96)
     p.add_argument("--seconds", type=float, default=10.0)
@@ -251,16 +251,63 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=8, help="interleaved ours/peer passes")
     p.add_argument("--workers", type=int, default=0, help="also time our pipeline with N workers (wall clock)")
     p.add_argument("--quick", action="store_true", help="smoke size: 8 clips of 2 s, 2 rounds")
-    args = p.parse_args(argv)
+    return p
+
+
+def race(shards: list[str], processor, peer: PeerPipeline, args: argparse.Namespace):
+    """Interleaved CPU-time passes of our pipeline and the peer's over ``shards``; (the ratio, the peer's CPU ms
+    a clip per stage over every pass)."""
+    from recipes.data import AudioShardDataset, ShardLoader
+    from scripts._bench_stats import interleave, paired_ratio
+
+    def ours_pass() -> float:
+        ds = AudioShardDataset(shards, processor, batch_size=args.batch_size, shuffle_buffer=0)
+        seconds, n = cpu_pass(ShardLoader(ds, num_workers=0))
+        if n != args.clips:
+            raise SystemExit(f"our pipeline yielded {n}/{args.clips} clips")
+        return seconds
+
+    def peer_pass() -> float:
+        seconds, n = cpu_pass(peer.batches(shards))
+        if n != args.clips:
+            raise SystemExit(f"the peer pipeline yielded {n}/{args.clips} clips")
+        return seconds
+
+    peer.stage_seconds = dict.fromkeys(peer.stage_seconds, 0.0)
+    samples = interleave({"ours": ours_pass, "peer": peer_pass}, rounds=args.rounds)
+    peer_stages = {k: v / (args.clips * (args.rounds + 1)) * 1e3 for k, v in peer.stage_seconds.items()}
+    result = paired_ratio("clips per CPU second, ours / peer", samples["peer"], samples["ours"], TARGET_SPEEDUP)
+    return result, peer_stages
+
+
+def stage_table(rate: int, ours_stages: dict[str, float], peer_stages: dict[str, float]):
+    """Where the time goes: CPU ms a clip per stage, ours against the peer."""
+    from rich.table import Table
+
+    table = Table(title="where the time goes (CPU ms a clip)")
+    table.add_column("stage")
+    table.add_column("ours", justify="right")
+    table.add_column("peer", justify="right")
+    pairs = [
+        ("decode", "decode (FLAC)"),
+        ("resample", f"resample {rate / 1000:g}k -> 16k"),
+        ("features", "log-mel (batched)"),
+        ("tokenise", "template + tokenise + labels + pad"),
+    ]
+    for peer_key, ours_key in pairs:
+        table.add_row(f"{peer_key}", f"{ours_stages[ours_key]:.1f}", f"{peer_stages[peer_key]:.1f}")
+    table.add_row("total", f"{sum(ours_stages.values()):.1f}", f"{sum(peer_stages.values()):.1f}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.clips, args.seconds, args.rounds = 8, 2.0, 2
 
     from rich.console import Console
-    from rich.table import Table
 
     from audio_adapter.testing import tiny_processor
-    from recipes.data import AudioShardDataset, ShardLoader
-    from scripts._bench_stats import interleave, paired_ratio
 
     torch.set_num_threads(1)
     console = Console(width=200)
@@ -272,24 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.clips} x {args.seconds:g} s FLAC clips at {args.rate} Hz in {len(shards)} shards; "
             f"batches of {args.batch_size}; 1 thread; process CPU time"
         )
-
-        def ours_pass() -> float:
-            ds = AudioShardDataset(shards, processor, batch_size=args.batch_size, shuffle_buffer=0)
-            seconds, n = cpu_pass(ShardLoader(ds, num_workers=0))
-            if n != args.clips:
-                raise SystemExit(f"our pipeline yielded {n}/{args.clips} clips")
-            return seconds
-
-        def peer_pass() -> float:
-            seconds, n = cpu_pass(peer.batches(shards))
-            if n != args.clips:
-                raise SystemExit(f"the peer pipeline yielded {n}/{args.clips} clips")
-            return seconds
-
-        peer.stage_seconds = dict.fromkeys(peer.stage_seconds, 0.0)
-        samples = interleave({"ours": ours_pass, "peer": peer_pass}, rounds=args.rounds)
-        peer_stages = {k: v / (args.clips * (args.rounds + 1)) * 1e3 for k, v in peer.stage_seconds.items()}
-        result = paired_ratio("clips per CPU second, ours / peer", samples["peer"], samples["ours"], TARGET_SPEEDUP)
+        result, peer_stages = race(shards, processor, peer, args)
         console.print(result.describe())
         ours_stages = profile_stages(
             shards, processor, args.rate, n_clips=min(24, args.clips), batch_size=args.batch_size
@@ -301,21 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"ours with {args.workers} workers (wall clock, context only): {n / seconds:.0f} clips/s "
                 f"in all, {n / steady:.0f} after the first batch"
             )
-
-    table = Table(title="where the time goes (CPU ms a clip)")
-    table.add_column("stage")
-    table.add_column("ours", justify="right")
-    table.add_column("peer", justify="right")
-    pairs = [
-        ("decode", "decode (FLAC)"),
-        ("resample", f"resample {args.rate / 1000:g}k -> 16k"),
-        ("features", "log-mel (batched)"),
-        ("tokenise", "template + tokenise + labels + pad"),
-    ]
-    for peer_key, ours_key in pairs:
-        table.add_row(f"{peer_key}", f"{ours_stages[ours_key]:.1f}", f"{peer_stages[peer_key]:.1f}")
-    table.add_row("total", f"{sum(ours_stages.values()):.1f}", f"{sum(peer_stages.values()):.1f}")
-    console.print(table)
+    console.print(stage_table(args.rate, ours_stages, peer_stages))
     if workers_line:
         console.print(workers_line)
     return 0

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from audio_adapter.audio_lengths import SAMPLING_RATE, encoder_frames
 from audio_adapter.testing import tiny_model_and_processor
-from scripts._bench_stats import interleave, paired_ratio, timed
+from scripts._bench_stats import RatioResult, interleave, paired_ratio, timed
 
 TARGET_5S = 4.0
 WHISPER_TINY = dict(audio_d_model=384, audio_layers=4, audio_heads=6, audio_ffn_dim=1536)
@@ -49,13 +49,58 @@ def relative_change(real: torch.Tensor, padded: torch.Tensor) -> tuple[float, fl
     return rel, cos
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, nargs="+", default=[1.0, 5.0, 10.0, 30.0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke size: the test model's encoder, 2 rounds")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def measure_clip(model, processor, seconds: float, rounds: int) -> tuple[RatioResult, list[str], float]:
+    """Race padded against real-only encoding of one clip; (the ratio, its table row, padded median seconds)."""
+    inputs = processor(
+        text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[speech_like(seconds)], sampling_rate=SAMPLING_RATE
+    )
+    features, mask = inputs["input_features"], inputs["input_features_mask"]
+
+    def run(real_only: bool):
+        def call() -> None:
+            model.config.audio_encode_real_frames_only = real_only
+            with torch.no_grad():
+                model.get_audio_features(features, mask)
+
+        return timed(call)
+
+    samples = interleave({"padded": run(False), "real": run(True)}, rounds=rounds)
+    target = TARGET_5S if seconds == 5.0 else None
+    result = paired_ratio(f"{seconds:g} s", samples["padded"], samples["real"], target)
+    with torch.no_grad():
+        model.config.audio_encode_real_frames_only = False
+        padded = model.get_audio_features(features, mask)
+        padded_states = model.encode_audio_windows(features, mask)
+        model.config.audio_encode_real_frames_only = True
+        real = model.get_audio_features(features, mask)
+        real_states = model.encode_audio_windows(features, mask)
+    model.config.audio_encode_real_frames_only = False
+    frames = min(real_states.shape[1], int(encoder_frames(mask.sum(-1)[0])))
+    token_rel, token_cos = relative_change(real, padded)
+    state_rel, _ = relative_change(real_states[:, :frames], padded_states[:, :frames])
+    row = [
+        f"{seconds:g} s",
+        f"{result.median:.2f}x [{result.low:.2f}, {result.high:.2f}]",
+        f">= {target:g}x" if target else "",
+        result.verdict,
+        f"{token_rel:.3f}",
+        f"{token_cos:.3f}",
+        f"{state_rel:.3f}",
+    ]
+    return result, row, statistics.median(samples["padded"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = [1.0, 5.0], 2
     torch.set_num_threads(args.threads)
@@ -79,43 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         table.add_column(col)
     for seconds in args.seconds:
-        inputs = processor(
-            text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[speech_like(seconds)], sampling_rate=SAMPLING_RATE
-        )
-        features, mask = inputs["input_features"], inputs["input_features_mask"]
-
-        def run(real_only: bool, features=features, mask=mask):
-            def call() -> None:
-                model.config.audio_encode_real_frames_only = real_only
-                with torch.no_grad():
-                    model.get_audio_features(features, mask)
-
-            return timed(call)
-
-        samples = interleave({"padded": run(False), "real": run(True)}, rounds=args.rounds)
-        target = TARGET_5S if seconds == 5.0 else None
-        result = paired_ratio(f"{seconds:g} s", samples["padded"], samples["real"], target)
-        with torch.no_grad():
-            model.config.audio_encode_real_frames_only = False
-            padded = model.get_audio_features(features, mask)
-            padded_states = model.encode_audio_windows(features, mask)
-            model.config.audio_encode_real_frames_only = True
-            real = model.get_audio_features(features, mask)
-            real_states = model.encode_audio_windows(features, mask)
-        model.config.audio_encode_real_frames_only = False
-        frames = min(real_states.shape[1], int(encoder_frames(mask.sum(-1)[0])))
-        token_rel, token_cos = relative_change(real, padded)
-        state_rel, _ = relative_change(real_states[:, :frames], padded_states[:, :frames])
-        table.add_row(
-            f"{seconds:g} s",
-            f"{result.median:.2f}x [{result.low:.2f}, {result.high:.2f}]",
-            f">= {target:g}x" if target else "",
-            result.verdict,
-            f"{token_rel:.3f}",
-            f"{token_cos:.3f}",
-            f"{state_rel:.3f}",
-        )
-        console.print(result.describe() + f"  (padded median {statistics.median(samples['padded']) * 1e3:.1f} ms)")
+        result, row, padded_median = measure_clip(model, processor, seconds, args.rounds)
+        table.add_row(*row)
+        console.print(result.describe() + f"  (padded median {padded_median * 1e3:.1f} ms)")
     console.print(table)
     return 0
 

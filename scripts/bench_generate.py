@@ -138,7 +138,7 @@ def prefill_measure(model, inputs: dict):
     return timed(run)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--seconds",
@@ -150,43 +150,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke size: 2 s clip, 3 tokens, 2 rounds")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.new_tokens, args.rounds = 2.0, 3, 2
-    torch.set_num_threads(args.threads)
-    console = Console(width=200)
+    return parser
 
-    model, processor = tiny_model_and_processor(seed=0, audio_pool_stride=2)
-    peer = build_peer(model)
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Describe the audio."}]}],
-        add_generation_prompt=True,
-    )
-    ours_in = dict(processor(text=[prompt], audio=[synth_clip(args.seconds)], sampling_rate=SAMPLING_RATE))
-    peer_in = peer_inputs(ours_in)
-    n_audio = int((ours_in["input_ids"] == model.config.audio_token_id).sum())
-    _, peer_tokens = peer.model.audio_tower._get_feat_extract_output_lengths(ours_in["input_features_mask"].sum(-1))
-    if int(peer_tokens.sum()) != n_audio:
-        raise SystemExit(f"token counts differ (ours {n_audio}, peer {int(peer_tokens.sum())}): pick another --seconds")
 
-    ours_counts = encoder_counts(model, model.audio_tower, ours_in, args.new_tokens)
-    peer_counts = encoder_counts(peer, peer.model.audio_tower, peer_in, args.new_tokens)
+def build_stock(model) -> Qwen2VLForConditionalGeneration:
+    """Stock Qwen2-VL with our model's config and LM weights (the audio parts are ours only)."""
+    stock = Qwen2VLForConditionalGeneration(model.config).eval()
+    stock.load_state_dict(model.state_dict(), strict=False)  # the same LM weights; audio parts are ours only
+    stock.generation_config.pad_token_id = model.generation_config.pad_token_id
+    stock.generation_config.eos_token_id = model.generation_config.eos_token_id
+    return stock
+
+
+def encoder_table(model, peer, ours_in: dict, peer_in: dict, seconds: float, n_audio: int, new_tokens: int) -> Table:
+    """Encoder calls / windows per `generate()` of every mode, ours against the peer."""
+    ours_counts = encoder_counts(model, model.audio_tower, ours_in, new_tokens)
+    peer_counts = encoder_counts(peer, peer.model.audio_tower, peer_in, new_tokens)
     table = Table(
-        title=f"encoder work per generate(): {args.seconds:g} s clip ({n_audio} audio tokens), "
-        f"{args.new_tokens} new tokens"
+        title=f"encoder work per generate(): {seconds:g} s clip ({n_audio} audio tokens), {new_tokens} new tokens"
     )
     for col in ("mode", "ours: calls / windows", "peer: calls / windows", "windows ours / peer"):
         table.add_column(col)
     for mode in MODES:
         (oc, ow), (pc, pw) = ours_counts[mode], peer_counts[mode]
         table.add_row(mode, f"{oc} / {ow}", f"{pc} / {pw}", f"{ow / pw:.2f}")
-    console.print(table)
+    return table
 
+
+def race_times(model, peer, ours_in: dict, peer_in: dict, args: argparse.Namespace, console: Console) -> None:
+    """Prefill and decode-step time ratios against the peer, and the decode step against stock Qwen2-VL."""
     pre = interleave({"ours": prefill_measure(model, ours_in), "peer": prefill_measure(peer, peer_in)}, args.rounds)
-    stock = Qwen2VLForConditionalGeneration(model.config).eval()
-    stock.load_state_dict(model.state_dict(), strict=False)  # the same LM weights; audio parts are ours only
-    stock.generation_config.pad_token_id = model.generation_config.pad_token_id
-    stock.generation_config.eos_token_id = model.generation_config.eos_token_id
+    stock = build_stock(model)
     stock_in = {"input_ids": ours_in["input_ids"], "attention_mask": ours_in["attention_mask"]}
     dec = interleave(
         {
@@ -206,6 +200,29 @@ def main(argv: list[str] | None = None) -> int:
         "decode step, ours / stock Qwen2-VL (same LM)", dec["ours"], dec["stock"], STOCK_TARGET, higher_is_better=False
     )
     console.print(result.describe() + f"  (stock median {statistics.median(dec['stock']) * 1e3:.2f} ms)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.seconds, args.new_tokens, args.rounds = 2.0, 3, 2
+    torch.set_num_threads(args.threads)
+    console = Console(width=200)
+
+    model, processor = tiny_model_and_processor(seed=0, audio_pool_stride=2)
+    peer = build_peer(model)
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Describe the audio."}]}],
+        add_generation_prompt=True,
+    )
+    ours_in = dict(processor(text=[prompt], audio=[synth_clip(args.seconds)], sampling_rate=SAMPLING_RATE))
+    peer_in = peer_inputs(ours_in)
+    n_audio = int((ours_in["input_ids"] == model.config.audio_token_id).sum())
+    _, peer_tokens = peer.model.audio_tower._get_feat_extract_output_lengths(ours_in["input_features_mask"].sum(-1))
+    if int(peer_tokens.sum()) != n_audio:
+        raise SystemExit(f"token counts differ (ours {n_audio}, peer {int(peer_tokens.sum())}): pick another --seconds")
+    console.print(encoder_table(model, peer, ours_in, peer_in, args.seconds, n_audio, args.new_tokens))
+    race_times(model, peer, ours_in, peer_in, args, console)
     return 0
 
 

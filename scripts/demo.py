@@ -28,14 +28,21 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from audio_adapter.audio_features import extract_features
 from audio_adapter.audio_lengths import SAMPLING_RATE
 from audio_adapter.testing import tiny_model_and_processor
-from recipes.evaluate import generate_responses, score_transcripts
+from recipes.evaluate import TranscriptScores, generate_responses, score_transcripts
 from recipes.standin_encoder import ctc_exact_match, pretrain_standin_encoder
 from recipes.synthetic import NOTE_NAMES, make_notes_dataset, notes_sample
+from scripts._demo_report import (
+    both_tasks_table,
+    examples_table,
+    plot_losses,
+    summary_table,
+    train_losses,
+    write_predictions,
+)
 
 # The demo's tiny model: short 4 s encoder windows (every clip is < 3 s) and 4x frame pooling keep a step
 # cheap; hidden 128 with head_dim 32 (M-RoPE sections 4/6/6).
@@ -184,38 +191,6 @@ def stage_config(cfg: DemoConfig, stage: int, base: Path, data: Path, out: Path)
     return path
 
 
-def train_losses(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, train loss) rows of a stage's CSVLogger metrics."""
-    import csv
-
-    rows = []
-    for metrics in sorted(run_dir.glob("logs/version_*/metrics.csv")):
-        with open(metrics, newline="") as f:
-            rows += [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f) if r.get("train/loss")]
-    return rows
-
-
-def plot_losses(
-    standin: list[float], stage1: list[tuple[int, float]], stage2: list[tuple[int, float]], path: Path
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_ctc, ax_lm) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_ctc.plot(range(1, len(standin) + 1), standin, color="tab:gray")
-    ax_ctc.set(title="stand-in encoder (CTC, then frozen)", xlabel="step", ylabel="CTC loss", yscale="log")
-    offset = stage1[-1][0] + 1 if stage1 else 0
-    ax_lm.plot([s for s, _ in stage1], [v for _, v in stage1], label="stage 1: projector")
-    ax_lm.plot([s + offset for s, _ in stage2], [v for _, v in stage2], label="stage 2: LoRA + projector")
-    ax_lm.set(title="two-stage recipe", xlabel="optimizer step (both stages)", ylabel="train loss (response tokens)")
-    ax_lm.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def load_heldout(data: Path) -> list[dict]:
     """Held-out clips as chat samples, read back from the FLAC files (what generate.py reads too)."""
     from scripts._common import read_audio
@@ -240,10 +215,58 @@ def load_heldout(data: Path) -> list[dict]:
     return samples
 
 
+def synthesise(cfg: DemoConfig, data: Path) -> None:
+    """Step 1: training and held-out shards (and FLAC clips + manifests) of ``cfg.task`` under ``data``."""
+    if cfg.task == "notes":
+        make_notes_dataset(data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
+        make_notes_dataset(data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
+    else:
+        from recipes.speech_synthetic import make_digits_dataset
+
+        make_digits_dataset(data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
+        make_digits_dataset(data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
+
+
+def train_stage(cfg: DemoConfig, stage: int, base: Path, data: Path, out: Path, console: Console) -> None:
+    """Steps 3-4: one stage of the real recipe through the training CLI."""
+    from scripts import train
+
+    what = "projector + audio-token rows" if stage == 1 else "LoRA (q/k/v/o) + projector"
+    steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
+    console.print(
+        f"[bold]{2 + stage}/6[/bold] stage {stage}: {what}, {steps} steps (recipes/configs/tiny_stage{stage}.yaml)"
+    )
+    train.main(["fit", "--config", str(stage_config(cfg, stage, base, data, out))])
+
+
+@dataclass
+class HeldoutEval:
+    """Step 5's outcome: the held-out samples, the responses with audio and with silence, and their scores."""
+
+    samples: list[dict]
+    predictions: list[str]
+    baseline: list[str]
+    scores: TranscriptScores
+    base_scores: TranscriptScores
+
+
+def evaluate_heldout(cfg: DemoConfig, final: Path, data: Path) -> HeldoutEval:
+    """Step 5: generate for every held-out clip, and again with silence in place of each clip; score both."""
+    from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
+
+    model = AudioVLMForConditionalGeneration.from_pretrained(str(final)).eval()
+    processor = AudioVLMProcessor.from_pretrained(final)
+    samples = load_heldout(data)
+    references = [s["reference"] for s in samples]
+    predictions = generate_responses(model, processor, samples, batch_size=cfg.eval_batch_size)
+    silent = [{**s, "audio": torch.zeros_like(s["audio"])} for s in samples]
+    baseline = generate_responses(model, processor, silent, batch_size=cfg.eval_batch_size)
+    scores, base_scores = score_transcripts(predictions, references), score_transcripts(baseline, references)
+    return HeldoutEval(samples, predictions, baseline, scores, base_scores)
+
+
 def run_task(cfg: DemoConfig, console: Console) -> dict:
     """Steps 1-6 for ``cfg.task`` in ``cfg.out_dir``; returns the task's result (also written as result.json)."""
-    from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
-    from scripts import train
     from scripts.export import export
 
     if cfg.task not in TASKS:
@@ -264,82 +287,34 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
         f"[bold]1/6[/bold] synthesising {cfg.train_clips} training + {cfg.heldout_clips} held-out clips "
         f"-> {data}/shards"
     )
-    if cfg.task == "notes":
-        make_notes_dataset(data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
-        make_notes_dataset(data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
-    else:
-        from recipes.speech_synthetic import make_digits_dataset
-
-        make_digits_dataset(data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
-        make_digits_dataset(data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
+    synthesise(cfg, data)
     mark("data")
-
     base, standin = build_base_model(cfg, out, console)
     mark("stand-in encoder")
-
     for stage in (1, 2):
-        what = "projector + audio-token rows" if stage == 1 else "LoRA (q/k/v/o) + projector"
-        steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
-        console.print(
-            f"[bold]{2 + stage}/6[/bold] stage {stage}: {what}, {steps} steps (recipes/configs/tiny_stage{stage}.yaml)"
-        )
-        train.main(["fit", "--config", str(stage_config(cfg, stage, base, data, out))])
+        train_stage(cfg, stage, base, data, out, console)
         mark(f"stage {stage}")
-
     console.print("[bold]5/6[/bold] export (merge LoRA) and evaluate held-out clips with generate()")
-    final = out / "final"
-    export(out / "stage2" / "output", final)
-    model = AudioVLMForConditionalGeneration.from_pretrained(str(final)).eval()
-    processor = AudioVLMProcessor.from_pretrained(final)
-    samples = load_heldout(data)
-    references = [s["reference"] for s in samples]
-    predictions = generate_responses(model, processor, samples, batch_size=cfg.eval_batch_size)
-    silent = [{**s, "audio": torch.zeros_like(s["audio"])} for s in samples]
-    baseline = generate_responses(model, processor, silent, batch_size=cfg.eval_batch_size)
-    scores, base_scores = score_transcripts(predictions, references), score_transcripts(baseline, references)
+    export(out / "stage2" / "output", out / "final")
+    heldout = evaluate_heldout(cfg, out / "final", data)
     mark("evaluate")
+    return report_task(cfg, console, standin, heldout, timings, start)
 
+
+def report_task(
+    cfg: DemoConfig, console: Console, standin: dict, heldout: HeldoutEval, timings: dict[str, float], start: float
+) -> dict:
+    """Step 6: loss curves, predictions.jsonl, the tables; the task's result, also written as result.json."""
+    out = Path(cfg.out_dir)
     stage1, stage2 = train_losses(out / "stage1"), train_losses(out / "stage2")
     plot_losses(standin["standin_losses"], stage1, stage2, out / "loss.png")
-    with open(out / "predictions.jsonl", "w") as f:
-        for s, p, b in zip(samples, predictions, baseline):
-            f.write(
-                json.dumps(
-                    {
-                        "key": s["key"],
-                        "audio": s["audio_path"],
-                        "prompt": s["prompt"],
-                        "reference": s["reference"],
-                        "prediction": p,
-                        "silence_baseline": b,
-                    }
-                )
-                + "\n"
-            )
-
-    examples = Table(title="held-out examples")
-    for column in ("reference", "generated", "silence instead of the clip"):
-        examples.add_column(column)
-    for s, p, b in list(zip(samples, predictions, baseline))[:6]:
-        examples.add_row(s["reference"], f"[{'green' if p.split() == s['reference'].split() else 'red'}]{p}", b)
-    console.print(examples)
+    write_predictions(out / "predictions.jsonl", heldout.samples, heldout.predictions, heldout.baseline)
+    console.print(examples_table(heldout.samples, heldout.predictions, heldout.baseline))
     total = time.perf_counter() - start
-    summary = Table(title=f"demo result, {cfg.task} ({total:.0f} s)")
-    summary.add_column("measure")
-    summary.add_column("value", justify="right")
-    summary.add_row("held-out exact match (audio)", f"{scores.exact_match:.1%}")
-    summary.add_row("held-out token error rate (audio)", f"{scores.token_error_rate:.1%}")
-    summary.add_row("exact match, silence baseline", f"{base_scores.exact_match:.1%}")
-    summary.add_row("token error rate, silence baseline", f"{base_scores.token_error_rate:.1%}")
-    summary.add_row("stand-in encoder CTC exact match", f"{standin['standin_ctc_exact_match']:.1%}")
-    if stage1 and stage2:
-        summary.add_row("train loss stage 1 (first -> last)", f"{stage1[0][1]:.2f} -> {stage1[-1][1]:.2f}")
-        summary.add_row("train loss stage 2 (first -> last)", f"{stage2[0][1]:.2f} -> {stage2[-1][1]:.2f}")
-    for name, seconds in timings.items():
-        summary.add_row(f"time: {name}", f"{seconds:.0f} s")
-    console.print(summary)
+    scores, base_scores = heldout.scores, heldout.base_scores
+    console.print(summary_table(cfg.task, total, scores, base_scores, standin, stage1, stage2, timings))
     console.print(
-        f"[bold]6/6[/bold] loss curves -> {out / 'loss.png'}; merged checkpoint -> {final}; "
+        f"[bold]6/6[/bold] loss curves -> {out / 'loss.png'}; merged checkpoint -> {out / 'final'}; "
         f"predictions -> {out / 'predictions.jsonl'}"
     )
     result = {
@@ -367,26 +342,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     speech_cfg = cfg.speech_config()
     if speech_cfg is not None:
         result["speech"] = run_task(speech_cfg, console)
-        both = Table(title=f"main job: {time.perf_counter() - start:.0f} s in all")
-        for column in (
-            "task",
-            "held-out exact match",
-            "token error rate",
-            "silence: exact match",
-            "silence: error rate",
-            "seconds",
-        ):
-            both.add_column(column, justify="right")
-        for r in (result, result["speech"]):
-            both.add_row(
-                r["task"],
-                f"{r['exact_match']:.1%}",
-                f"{r['token_error_rate']:.1%}",
-                f"{r['baseline_exact_match']:.1%}",
-                f"{r['baseline_token_error_rate']:.1%}",
-                f"{r['seconds']:.0f}",
-            )
-        console.print(both)
+        console.print(both_tasks_table([result, result["speech"]], time.perf_counter() - start))
     result["total_seconds"] = time.perf_counter() - start
     (Path(cfg.out_dir) / "result.json").write_text(json.dumps(result, indent=2))
     return result

@@ -35,27 +35,19 @@ the accuracy) and asked again on the next re-run.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import io
 import json
 import math
 import os
-import re
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from audio_adapter.audio_lengths import SAMPLING_RATE
 from audio_adapter.tokenizer import control_tokens_in
-from recipes.atomic import atomic_write_text
 from scripts._common import (
     add_extension_args,
     add_model_args,
@@ -66,20 +58,16 @@ from scripts._common import (
     extension_label,
     load_model_and_processor,
     parse_with_extension,
-    read_audio,
 )
-from scripts._journal import Journal
+from scripts._mcqa_results import results_table
+from scripts._mcqa_run import MCQARun, answer_all
+from scripts._mcqa_scoring import DEFAULT_BUCKET_EDGES, MCQAResult
 
-ANSWER_PATTERN = re.compile(r"\((\d)\)")  # the paper's answer regex
 MCQA_INSTRUCTION = (
     "Using information from the given audio, answer the question. Your answer MUST be in the format "
     '"(NUMBER) STATEMENT": for example, if the answer were (4) A pen, you would ONLY output "(4) A pen". '
     "Do NOT include any other text.\n{question}"
 )
-DEFAULT_BUCKET_EDGES = (60.0, 120.0, 300.0, 600.0)  # the paper's 1, 2, 5, 10 minute test sets
-JOURNAL = "predictions.jsonl"
-RESUME_KEYS = ("model", "instruction", "max_new_tokens", "extension")  # must match to resume a run's journal
-SUMMARY_EVERY_SECONDS = 10.0  # rewrite results.json / *.csv at most this often while answering
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -151,126 +139,14 @@ def _item(record: dict, base: Path, line_no: int) -> MCQAItem:
     )
 
 
-# ------------------------------------------------------------------------------------------ prompt, parsing
+# ------------------------------------------------------------------------------------------ prompt
 def question_text(question: str, choices: Sequence[str], instruction: str = MCQA_INSTRUCTION) -> str:
     """The user text of one question: instruction, question, choices numbered (1)..(n)."""
     body = "\n".join([question] + [f"({i + 1}) {c}" for i, c in enumerate(choices)])
     return instruction.replace("{question}", body)
 
 
-def parse_answer(response: str, n_choices: int = 4) -> int | None:
-    """The 1-based choice number of the first ``(d)`` in ``response``; None when there is none or it is
-    outside 1..n_choices (an invalid answer)."""
-    match = ANSWER_PATTERN.search(response)
-    if match is None:
-        return None
-    number = int(match.group(1))
-    return number if 1 <= number <= n_choices else None
-
-
-# ------------------------------------------------------------------------------------------ buckets
-def bucket_label(seconds: float, edges: Sequence[float]) -> str:
-    """Length bucket of a clip: ``<=60s``, ``60-120s``, ..., ``>600s`` for edges (60, 120, ..., 600)."""
-    lower = None
-    for edge in edges:
-        if seconds <= edge:
-            return f"<={edge:g}s" if lower is None else f"{lower:g}-{edge:g}s"
-        lower = edge
-    return f">{lower:g}s"
-
-
-def bucket_order(edges: Sequence[float]) -> list[str]:
-    """All bucket labels of ``edges``, shortest first."""
-    probes = [e for e in edges] + [math.inf]
-    return list(dict.fromkeys(bucket_label(p, edges) for p in probes))
-
-
 # ------------------------------------------------------------------------------------------ evaluation
-@dataclass
-class Prediction:
-    key: str
-    audio: str
-    seconds: float
-    bucket: str
-    answer: int  # 1-based number of the right choice
-    predicted: int | None  # 1-based number parsed from the response, None = invalid
-    correct: bool
-    response: str
-
-
-@dataclass
-class MCQAResult:
-    """Predictions in data order and their summary."""
-
-    predictions: list[Prediction]
-    bucket_edges: list[float]
-    extension: dict = field(default_factory=dict)
-    unreadable: list[dict] = field(default_factory=list)  # {"key", "audio", "error"}: clips that could not be read
-    n_items: int | None = None  # questions in the run (answered + unreadable + not reached); None: n + unreadable
-
-    @property
-    def n(self) -> int:
-        return len(self.predictions)
-
-    @property
-    def correct(self) -> int:
-        return sum(p.correct for p in self.predictions)
-
-    @property
-    def invalid(self) -> int:
-        return sum(p.predicted is None for p in self.predictions)
-
-    @property
-    def accuracy(self) -> float:
-        """Correct / all questions (invalid answers count as wrong)."""
-        return self.correct / self.n if self.n else float("nan")
-
-    @property
-    def accuracy_parsable(self) -> float:
-        """Correct / questions with a valid answer."""
-        valid = self.n - self.invalid
-        return self.correct / valid if valid else float("nan")
-
-    def by_bucket(self) -> list[dict]:
-        """Per length bucket (non-empty ones, shortest first): bucket, n, correct, invalid, accuracy."""
-        rows = []
-        for label in bucket_order(self.bucket_edges):
-            preds = [p for p in self.predictions if p.bucket == label]
-            if preds:
-                correct = sum(p.correct for p in preds)
-                invalid = sum(p.predicted is None for p in preds)
-                rows.append(
-                    {
-                        "bucket": label,
-                        "n": len(preds),
-                        "correct": correct,
-                        "invalid": invalid,
-                        "accuracy": correct / len(preds),
-                    }
-                )
-        return rows
-
-    @property
-    def complete(self) -> bool:
-        """Every question is answered or recorded as unreadable."""
-        return self.n_items is None or self.n + len(self.unreadable) >= self.n_items
-
-    def summary(self) -> dict:
-        return {
-            "n": self.n,
-            "n_items": self.n + len(self.unreadable) if self.n_items is None else self.n_items,
-            "unreadable": len(self.unreadable),
-            "complete": self.complete,
-            "correct": self.correct,
-            "invalid": self.invalid,
-            "accuracy": self.accuracy,
-            "accuracy_parsable": self.accuracy_parsable,
-            "by_bucket": self.by_bucket(),
-            "bucket_edges": list(self.bucket_edges),
-            "extension": self.extension,
-        }
-
-
 def answer_batch(
     model,
     processor,
@@ -292,36 +168,6 @@ def answer_batch(
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
     return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])
-
-
-def item_id(item: MCQAItem) -> str:
-    """Resume key of a question: its key, clip path, question, choices and answer (a changed one is asked again)."""
-    blob = json.dumps([item.key, item.audio, item.question, item.choices, item.answer], ensure_ascii=False)
-    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def _read_cached(path: str, audio_cache: dict) -> np.ndarray | Exception:
-    """The 16 kHz waveform of ``path``, or the error that reading it raised (cached too: read once a run)."""
-    if path not in audio_cache:
-        try:
-            audio_cache[path] = read_audio(path)
-        except (OSError, ValueError) as exc:
-            audio_cache[path] = exc
-    return audio_cache[path]
-
-
-def _prediction(item: MCQAItem, response: str, seconds: float, bucket_edges: Sequence[float]) -> Prediction:
-    predicted = parse_answer(response, len(item.choices))
-    return Prediction(
-        key=item.key,
-        audio=item.audio,
-        seconds=seconds,
-        bucket=bucket_label(seconds, bucket_edges),
-        answer=item.answer + 1,
-        predicted=predicted,
-        correct=predicted == item.answer + 1,
-        response=response,
-    )
 
 
 def evaluate_mcqa(
@@ -347,12 +193,12 @@ def evaluate_mcqa(
     `answer_batch` (same signature) — for tests and custom decoding.
 
     With ``out_dir``: each answer is appended to ``out_dir/predictions.jsonl`` as it comes (flushed, fsynced);
-    the summary files (`write_results`, with ``settings``) are rewritten atomically every
-    `SUMMARY_EVERY_SECONDS`, at the end, and when the run stops on an error. Questions already answered in that
-    journal are not asked again (their answers are reused), so a re-run after a crash completes the same result.
-    Raises ValueError when the journal belongs to a run with other `RESUME_KEYS` settings."""
+    the summary files (`scripts._mcqa_results.write_results`, with ``settings``) are rewritten atomically every
+    `scripts._mcqa_run.SUMMARY_EVERY_SECONDS`, at the end, and when the run stops on an error. Questions
+    already answered in that journal are not asked again (their answers are reused), so a re-run after a crash
+    completes the same result.
+    Raises ValueError when the journal belongs to a run with other `scripts._mcqa_run.RESUME_KEYS` settings."""
     respond = respond or answer_batch
-    audio_cache = {} if audio_cache is None else audio_cache
     extension = model.context_extension.to_dict() if hasattr(model, "context_extension") else {}
     run_settings = {
         **(settings or {}),
@@ -360,145 +206,13 @@ def evaluate_mcqa(
         "max_new_tokens": max_new_tokens,
         "extension": extension,
     }
-    ids = [item_id(it) for it in items]
-    answered: dict[str, tuple[str, float]] = {}  # id -> (response, seconds)
-    unreadable: dict[str, dict] = {}
-    journal = Journal(Path(out_dir) / JOURNAL, run_settings, RESUME_KEYS) if out_dir is not None else None
-    if journal is not None:
-        wanted = set(ids)
-        for record in journal.records:
-            if record.get("type") == "prediction" and record.get("id") in wanted:
-                answered[record["id"]] = (record["response"], float(record["seconds"]))
+    run = MCQARun(items, bucket_edges, extension, run_settings, out_dir)
 
-    def result() -> MCQAResult:
-        predictions = [_prediction(it, *answered[i], bucket_edges) for it, i in zip(items, ids) if i in answered]
-        lost = [unreadable[i] for i in dict.fromkeys(ids) if i in unreadable and i not in answered]
-        return MCQAResult(
-            predictions=predictions,
-            bucket_edges=list(bucket_edges),
-            extension=extension,
-            unreadable=[{k: u[k] for k in ("key", "audio", "error")} for u in lost],
-            n_items=len(items),
-        )
+    def ask(batch: list[MCQAItem], audio: list[np.ndarray]) -> list[str]:
+        return respond(model, processor, batch, audio, instruction=instruction, max_new_tokens=max_new_tokens)
 
-    def answer(batch: list[int]) -> None:
-        texts = respond(
-            model,
-            processor,
-            [items[i] for i in batch],
-            [audio_cache[items[i].audio] for i in batch],
-            instruction=instruction,
-            max_new_tokens=max_new_tokens,
-        )
-        if len(texts) != len(batch):
-            raise RuntimeError(f"got {len(texts)} responses for a batch of {len(batch)} questions")
-        for i, text in zip(batch, texts):
-            seconds = items[i].seconds
-            if not math.isfinite(seconds):  # the header could not tell; the decoded clip can
-                seconds = len(audio_cache[items[i].audio]) / SAMPLING_RATE
-            answered[ids[i]] = (text, seconds)
-            if journal is not None:
-                journal.append(
-                    {"type": "prediction", "id": ids[i], **asdict(_prediction(items[i], text, seconds, bucket_edges))}
-                )
-
-    def length(i: int) -> float:
-        return items[i].seconds if math.isfinite(items[i].seconds) else 0.0
-
-    order = sorted((i for i in range(len(items)) if ids[i] not in answered), key=lambda i: -length(i))
-    progress = Progress(
-        TextColumn("[bold]MCQA"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-        transient=False,
-    )
-    last_write = time.monotonic()
-    try:
-        with progress:
-            task = progress.add_task("mcqa", total=len(items), completed=len(items) - len(order))
-            batch: list[int] = []
-            for n_seen, i in enumerate(order, 1):
-                audio = _read_cached(items[i].audio, audio_cache)
-                if isinstance(audio, Exception):
-                    record = {
-                        "type": "unreadable",
-                        "id": ids[i],
-                        "key": items[i].key,
-                        "audio": items[i].audio,
-                        "error": str(audio),
-                    }
-                    unreadable[ids[i]] = record
-                    if journal is not None:
-                        journal.append(record)
-                    progress.advance(task)
-                else:
-                    batch.append(i)
-                if len(batch) == batch_size or (batch and n_seen == len(order)):
-                    answer(batch)
-                    progress.advance(task, len(batch))
-                    batch = []
-                    if out_dir is not None and time.monotonic() - last_write >= SUMMARY_EVERY_SECONDS:
-                        write_results(result(), out_dir, run_settings)
-                        last_write = time.monotonic()
-    finally:
-        if journal is not None:
-            journal.close()
-            write_results(result(), out_dir, run_settings)  # also after an error: the answers so far
-    return result()
-
-
-# ------------------------------------------------------------------------------------------ reporting
-def results_table(result: MCQAResult, title: str = "MCQA accuracy") -> Table:
-    """A rich table: one row per non-empty length bucket, then the total."""
-    table = Table(title=title)
-    for name in ("bucket", "n", "correct", "invalid", "accuracy"):
-        table.add_column(name, justify="left" if name == "bucket" else "right")
-    for row in result.by_bucket():
-        table.add_row(row["bucket"], str(row["n"]), str(row["correct"]), str(row["invalid"]), f"{row['accuracy']:.3f}")
-    table.add_row(
-        "all", str(result.n), str(result.correct), str(result.invalid), f"{result.accuracy:.3f}", style="bold"
-    )
-    return table
-
-
-def write_results(result: MCQAResult, out_dir: str | os.PathLike, settings: dict | None = None) -> dict[str, Path]:
-    """Write ``results.json`` (summary, settings, predictions, unreadable items), ``predictions.csv`` and
-    ``buckets.csv`` under ``out_dir``, each atomically (a crash leaves the previous version); return their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "predictions": out / "predictions.csv", "buckets": out / "buckets.csv"}
-    payload = {
-        "summary": result.summary(),
-        "settings": settings or {},
-        "predictions": [asdict(p) for p in result.predictions],
-        "unreadable": list(result.unreadable),
-    }
-    predictions = io.StringIO(newline="")
-    writer = csv.DictWriter(predictions, fieldnames=[k for k in Prediction.__dataclass_fields__])
-    writer.writeheader()
-    for p in result.predictions:
-        writer.writerow(asdict(p))
-    buckets = io.StringIO(newline="")
-    writer = csv.DictWriter(buckets, fieldnames=["bucket", "n", "correct", "invalid", "accuracy"])
-    writer.writeheader()
-    for row in result.by_bucket():
-        writer.writerow(row)
-    writer.writerow(
-        {
-            "bucket": "all",
-            "n": result.n,
-            "correct": result.correct,
-            "invalid": result.invalid,
-            "accuracy": result.accuracy,
-        }
-    )
-    atomic_write_text(paths["predictions"], predictions.getvalue())
-    atomic_write_text(paths["buckets"], buckets.getvalue())
-    atomic_write_text(paths["json"], json.dumps(payload, indent=2))  # last: its "complete" vouches for the rest
-    return paths
+    audio_cache = {} if audio_cache is None else audio_cache
+    return answer_all(run, ask, batch_size, audio_cache, show_progress=show_progress, console=console)
 
 
 # ------------------------------------------------------------------------------------------ CLI

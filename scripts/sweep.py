@@ -49,6 +49,43 @@ class SweepPoint:
     unreadable: int = 0
 
 
+def partial_yarn_grid(
+    model, cutoffs: Sequence[int], temperatures: Sequence[float], base_audio_seconds: float
+) -> list[AudioContextExtension]:
+    """Every (cutoff, temperature) as a Partial YaRN extension, each validated for ``model``'s head size."""
+    grid = [
+        AudioContextExtension(
+            method="partial_yarn", cutoff=int(c), temperature=float(t), base_audio_seconds=base_audio_seconds
+        )
+        for c in cutoffs
+        for t in temperatures
+    ]
+    head_dim = model.model.language_model.rotary_emb.inv_freq.numel() * 2
+    for extension in grid:
+        extension.validate_for_head_dim(head_dim)
+    return grid
+
+
+def _evaluate_point(
+    model, processor, items, extension: AudioContextExtension, out_dir: str | os.PathLike | None, **eval_kwargs
+) -> SweepPoint:
+    """MCQA accuracy with ``extension`` set on ``model``, journaled under ``out_dir/points/`` when given."""
+    model.set_context_extension(extension)
+    point_dir = None
+    if out_dir is not None:
+        point_dir = Path(out_dir) / "points" / f"c{extension.cutoff}_t{extension.temperature:g}"
+    result = evaluate_mcqa(model, processor, items, show_progress=False, out_dir=point_dir, **eval_kwargs)
+    return SweepPoint(
+        extension.cutoff,
+        extension.temperature,
+        result.accuracy,
+        result.n,
+        result.correct,
+        result.invalid,
+        len(result.unreadable),
+    )
+
+
 def run_sweep(
     model,
     processor,
@@ -66,16 +103,7 @@ def run_sweep(
     `evaluate_mcqa` (batch_size, max_new_tokens, instruction, respond, settings, ...). With ``out_dir``, each
     point journals its answers in ``out_dir/points/c<cutoff>_t<temperature>`` (resumable) and ``sweep.csv``
     is rewritten after every point."""
-    grid = [
-        AudioContextExtension(
-            method="partial_yarn", cutoff=int(c), temperature=float(t), base_audio_seconds=base_audio_seconds
-        )
-        for c in cutoffs
-        for t in temperatures
-    ]
-    head_dim = model.model.language_model.rotary_emb.inv_freq.numel() * 2
-    for extension in grid:
-        extension.validate_for_head_dim(head_dim)
+    grid = partial_yarn_grid(model, cutoffs, temperatures, base_audio_seconds)
     previous = model.context_extension
     audio_cache: dict[str, np.ndarray | Exception] = {}
     points = []
@@ -93,29 +121,16 @@ def run_sweep(
             task = progress.add_task("", total=len(grid))
             for extension in grid:
                 progress.update(task, description=f"c={extension.cutoff} t={extension.temperature:g}")
-                model.set_context_extension(extension)
-                point_dir = None
-                if out_dir is not None:
-                    point_dir = Path(out_dir) / "points" / f"c{extension.cutoff}_t{extension.temperature:g}"
-                result = evaluate_mcqa(
-                    model,
-                    processor,
-                    items,
-                    audio_cache=audio_cache,
-                    show_progress=False,
-                    console=console,
-                    out_dir=point_dir,
-                    **eval_kwargs,
-                )
                 points.append(
-                    SweepPoint(
-                        extension.cutoff,
-                        extension.temperature,
-                        result.accuracy,
-                        result.n,
-                        result.correct,
-                        result.invalid,
-                        len(result.unreadable),
+                    _evaluate_point(
+                        model,
+                        processor,
+                        items,
+                        extension,
+                        out_dir,
+                        audio_cache=audio_cache,
+                        console=console,
+                        **eval_kwargs,
                     )
                 )
                 if out_dir is not None:

@@ -1,4 +1,5 @@
-"""scripts/eval_mcqa.py: answer parsing, oracle accuracy through the real batching path, CLI outputs."""
+"""scripts/eval_mcqa.py (and its _mcqa_* parts): answer parsing, oracle accuracy through the real batching path, CLI
+outputs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
 from recipes.synthetic import make_mcqa_dataset
-from scripts import eval_mcqa
+from scripts import _mcqa_scoring, eval_mcqa
 from scripts._common import read_audio
 from tests.cli_helpers import save_tiny_checkpoint
 
@@ -42,7 +43,7 @@ def setup(tmp_path_factory):
     ],
 )
 def test_parse_answer(response, expected):
-    assert eval_mcqa.parse_answer(response) == expected
+    assert _mcqa_scoring.parse_answer(response) == expected
 
 
 def test_load_and_prompt(setup):
@@ -67,14 +68,14 @@ def test_bad_record_names_the_line(tmp_path):
 
 def test_buckets():
     edges = [60, 120]
-    assert [eval_mcqa.bucket_label(s, edges) for s in (5, 60, 61, 120, 500)] == [
+    assert [_mcqa_scoring.bucket_label(s, edges) for s in (5, 60, 61, 120, 500)] == [
         "<=60s",
         "<=60s",
         "60-120s",
         "60-120s",
         ">120s",
     ]
-    assert eval_mcqa.bucket_order(edges) == ["<=60s", "60-120s", ">120s"]
+    assert _mcqa_scoring.bucket_order(edges) == ["<=60s", "60-120s", ">120s"]
 
 
 def _oracle(kind):
@@ -176,7 +177,7 @@ def test_cli_end_to_end(setup, tmp_path):
     correct = sum(row["correct"] == "True" for row in rows)
     assert summary["correct"] == correct and summary["accuracy"] == pytest.approx(correct / N)
     for row, pred in zip(rows, payload["predictions"]):
-        assert eval_mcqa.parse_answer(pred["response"]) == pred["predicted"]
+        assert _mcqa_scoring.parse_answer(pred["response"]) == pred["predicted"]
         assert row["key"] == pred["key"] and row["response"] == pred["response"]
     with open(out / "buckets.csv", newline="") as f:
         buckets = list(csv.DictReader(f))
