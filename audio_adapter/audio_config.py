@@ -13,7 +13,7 @@ from transformers import WhisperConfig
 
 from extension import AudioContextExtension
 
-from .audio_lengths import tokens_per_second
+from .audio_lengths import frames_per_token, tokens_per_second
 from .projector import check_projector_settings
 
 # openai/whisper-large-v3-turbo's encoder geometry (its decoder, 4 layers, is never built here).
@@ -83,7 +83,7 @@ class AudioConfigMixin:
     @property
     def audio_frames_per_token(self) -> int:
         """Encoder frames behind one audio token (the length rule's divisor): pooling stride x stack factor."""
-        return int(self.audio_pool_stride) * int(self.projector_stack_factor)
+        return frames_per_token(self.audio_pool_stride, self.projector_stack_factor)
 
     @property
     def audio_tokens_per_second(self) -> float:

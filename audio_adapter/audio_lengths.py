@@ -38,6 +38,11 @@ def window_mel_frames(max_source_positions: int) -> int:
     return max_source_positions * ENCODER_CONV_STRIDE
 
 
+def frames_per_token(pool_stride: int = 1, stack_factor: int = 1) -> int:
+    """Encoder frames behind one audio token: average-pooling stride x the projector's frame stacking."""
+    return int(pool_stride) * int(stack_factor)
+
+
 def tokens_per_second(frames_per_token: int = 1) -> float:
     """Audio tokens per second of real audio: 50 encoder frames a second, divided by ``frames_per_token``."""
     return SAMPLING_RATE / HOP_LENGTH / ENCODER_CONV_STRIDE / frames_per_token

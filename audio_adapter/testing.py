@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel, WhisperConfig
 
-from .audio_lengths import window_seconds
+from .audio_lengths import frames_per_token, window_seconds
 from .families import FAMILIES
 from .hub_replicas import make_hub_replicas  # noqa: F401  (re-exported: offline copies of the real checkpoints)
 from .loading import suppress_audio_tokens
@@ -105,7 +105,7 @@ def tiny_processor(**overrides) -> AudioVLMProcessor:
         image_processor,
         n_mels=s["num_mel_bins"],
         chunk_seconds=chunk_seconds,
-        audio_pool_stride=s["audio_pool_stride"] * s["projector_stack_factor"],
+        audio_frames_per_token=frames_per_token(s["audio_pool_stride"], s["projector_stack_factor"]),
     )
 
 

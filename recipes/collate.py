@@ -3,7 +3,6 @@ labels on the assistant turns only, padding (`AudioCollator`); `model_inputs` ke
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,7 +44,6 @@ class AudioCollator:
         self.im_start_id = tok.convert_tokens_to_ids("<|im_start|>")
         self.im_end_id = tok.convert_tokens_to_ids("<|im_end|>")
         self._assistant_header = "assistant\n"
-        self.chunk_samples = int(round(float(processor.chunk_seconds) * SAMPLING_RATE))
 
     # -------------------------------------------------------------- text
     def render(self, messages: list[dict]) -> tuple[str, str | None]:
@@ -100,20 +98,9 @@ class AudioCollator:
             padding=True,
             padding_side=self.padding_side,
             return_tensors="pt",
+            return_audio_token_counts=True,  # the processor's own counts: never recounted here
         )
         batch: dict[str, Any] = dict(enc)
-        lengths = [int(a.shape[-1]) for a in audios]
-        batch["audio_chunk_counts"] = torch.tensor(
-            [max(1, math.ceil(n / self.chunk_samples)) for n in lengths], dtype=torch.long
-        )
-        batch["audio_token_counts"] = torch.tensor(
-            [self.processor.audio_token_count(n) for n in lengths], dtype=torch.long
-        )
-        if "input_features" in batch and batch["input_features"].shape[0] != int(batch["audio_chunk_counts"].sum()):
-            raise RuntimeError(
-                f"processor returned {batch['input_features'].shape[0]} feature chunks, expected "
-                f"{int(batch['audio_chunk_counts'].sum())} for clip lengths {lengths}"
-            )
         if not self.for_generation:
             ids = batch["input_ids"]
             labels = torch.full_like(ids, IGNORE_INDEX)

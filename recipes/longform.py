@@ -190,7 +190,7 @@ def answer_logits(model, tokens: TaskTokens, frames: torch.Tensor, question: str
     """(B, n_audio, d_audio) cached encoder frames -> (B, 8) logits of the item names after the question."""
     batch, n_audio = frames.shape[:2]
     ids = tokens.input_ids(question, n_audio, batch)
-    embeds = model.audio_projector(frames.reshape(-1, frames.shape[-1]))
+    embeds = model.audio_projector(frames, torch.full((batch,), n_audio))  # every cached frame is a token
     out = model(input_ids=ids, mm_encoder_outputs={"audio": [embeds]}, virtual_audio_tokens=virtual, logits_to_keep=1)
     return out.logits[:, -1][:, tokens.names]
 

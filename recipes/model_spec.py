@@ -172,7 +172,7 @@ class ModelSpec:
                 "model: pretrained needs both vlm (a Qwen2-VL checkpoint) and whisper (a Whisper checkpoint)"
             )
         extra = {"model_kwargs": {"quantization_config": bnb}} if bnb is not None else {}
-        processor = AudioVLMProcessor.from_parts(self.vlm, self.whisper, audio_pool_stride=self.audio_pool_stride)
+        processor = AudioVLMProcessor.from_parts(self.vlm, self.whisper)
         net = load_pretrained_parts(  # the processor's tokenizer: the 151k-token tokenizer is read once, not twice
             self.vlm,
             self.whisper,
@@ -183,10 +183,13 @@ class ModelSpec:
             **self.projector_kwargs(),
             **extra,
         )
+        processor.audio_frames_per_token = net.config.audio_frames_per_token  # pooling x projector stacking
         return net, processor
 
     def _build_saved(self, bnb):
-        from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
+        from transformers import AutoModelForImageTextToText
+
+        from audio_adapter import AudioVLMProcessor
 
         path = Path(self.model)
         if not (path / "config.json").is_file():
@@ -197,7 +200,8 @@ class ModelSpec:
         kwargs: dict[str, Any] = {"quantization_config": bnb} if bnb is not None else {}
         if self.dtype is not None:
             kwargs["dtype"] = torch_dtype(self.dtype)
-        net = AudioVLMForConditionalGeneration.from_pretrained(str(path), **kwargs)
+        # whichever VLM family the folder holds (each audio family registers its config with the Auto class)
+        net = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
         wanted = self.projector_kwargs()
         have = {
             k: getattr(net.config, k, d)

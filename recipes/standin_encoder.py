@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from audio_adapter.audio_lengths import window_token_count
-from audio_adapter.modeling import pool_audio_frames
+from audio_adapter.audio_mixin import pool_audio_frames
 
 CTC_BLANK = 0
 

@@ -51,19 +51,20 @@ def check_assembled_checkpoint(path: Path) -> None:
     randomly initialised audio encoder) before failing."""
     import json
 
-    from audio_adapter.configuration import AudioVLMConfig
-    from audio_adapter.processing import AUDIO_PROCESSOR_CONFIG
+    from audio_adapter.families import FAMILIES
+    from audio_adapter.processing import AUDIO_PROCESSOR_CONFIG, LEGACY_AUDIO_PROCESSOR_CONFIG
 
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: --model must be a checkpoint folder; {ASSEMBLE_HINT}")
     model_type = json.loads(config_file.read_text()).get("model_type")
-    if model_type != AudioVLMConfig.model_type:
+    saved_types = sorted(family.config_class.model_type for family in FAMILIES.values())
+    if model_type not in saved_types:
         raise ValueError(
-            f"{path} is a {model_type!r} checkpoint, not an assembled audio model ({AudioVLMConfig.model_type!r}); "
+            f"{path} is a {model_type!r} checkpoint, not an assembled audio model (one of {saved_types}); "
             f"{ASSEMBLE_HINT}"
         )
-    if not (path / AUDIO_PROCESSOR_CONFIG).is_file():
+    if not any((path / name).is_file() for name in (AUDIO_PROCESSOR_CONFIG, LEGACY_AUDIO_PROCESSOR_CONFIG)):
         raise FileNotFoundError(
             f"{path / AUDIO_PROCESSOR_CONFIG} not found: the processor was not saved; {ASSEMBLE_HINT}"
         )

@@ -33,10 +33,15 @@ def assemble(
         raise FileExistsError(f"{out} already exists; choose a new --out folder")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    processor = AudioVLMProcessor.from_parts(vlm, whisper)  # its tokenizer is read once, for both
     model = load_pretrained_parts(
-        vlm, whisper, audio_pool_stride=audio_pool_stride, dtype=None if dtype is None else DTYPES[dtype]
+        vlm,
+        whisper,
+        tokenizer=processor.tokenizer,
+        audio_pool_stride=audio_pool_stride,
+        dtype=None if dtype is None else DTYPES[dtype],
     )
-    processor = AudioVLMProcessor.from_parts(vlm, whisper, audio_pool_stride=audio_pool_stride)
+    processor.audio_frames_per_token = model.config.audio_frames_per_token  # the model's length rule divisor
     return save_model_folder(model, processor, out)
 
 

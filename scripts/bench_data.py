@@ -3,7 +3,7 @@
 Writes temporary shards of ``--clips`` (default 240) 10 s FLAC clips at 44.1 kHz, then races, in interleaved
 rounds (our pass, peer pass, then the other way round), over the same shards:
 
-- ours: `recipes.data.AudioShardDataset` in the main process -- tar -> FLAC decode -> band-limited resampling
+- ours: `recipes.dataset.AudioShardDataset` in the main process -- tar -> FLAC decode -> band-limited resampling
   to 16 kHz -> our torch log-mel (128 bins, 30 s windows) -> chat template + tokenise + labels -> padded
   batches of ``--batch-size``;
 - peer: the default recipe -- `tarfile` -> `soundfile.read` -> `scipy.signal.resample_poly` ->
@@ -70,7 +70,8 @@ def write_bench_shards(root: Path, n_clips: int, seconds: float, sr: int, per_sh
 
 def bench_pipeline(shards: list[str], processor, workers: int, batch_size: int) -> tuple[float, float, int, dict]:
     """One pass: (seconds in all, seconds it would take at the rate after the first batch, clips, skip counts)."""
-    from recipes.data import AudioShardDataset, ShardLoader
+    from recipes.dataset import AudioShardDataset
+    from recipes.loader import ShardLoader
 
     ds = AudioShardDataset(shards, processor, batch_size=batch_size, shuffle_buffer=0)
     loader = ShardLoader(ds, num_workers=workers, prefetch_factor=4 if workers else None)
@@ -89,14 +90,9 @@ def bench_pipeline(shards: list[str], processor, workers: int, batch_size: int) 
 def profile_stages(shards: list[str], processor, rate: int, n_clips: int = 24, batch_size: int = 8) -> dict[str, float]:
     """CPU milliseconds per clip of each stage, in this process with one thread (where the time goes)."""
     from audio_adapter.audio_features import extract_features
-    from recipes.data import (
-        AudioCollator,
-        decode_audio,
-        iter_tar_samples,
-        normalize_messages,
-        parse_json_bytes,
-        to_mono,
-    )
+    from recipes.collate import AudioCollator
+    from recipes.samples import decode_audio, normalize_messages, parse_json_bytes
+    from recipes.shard_reader import iter_tar_samples
 
     raws = []
     for url in shards:
@@ -109,11 +105,11 @@ def profile_stages(shards: list[str], processor, rate: int, n_clips: int = 24, b
     try:
         # warm-up: the resampling kernels and the mel filters are built on first use, then cached
         a, sr = decode_audio(raws[0]["flac"], "flac")
-        extract_features(processor.prepare_audio([to_mono(a)], sr), processor.mel)
+        extract_features(processor.prepare_audio([a], sr), processor.mel)
         t0 = time.process_time()
         decoded = [decode_audio(r["flac"], "flac") for r in raws]
         t1 = time.process_time()
-        waves = [processor.prepare_audio([to_mono(a)], sr)[0] for a, sr in decoded]
+        waves = [processor.prepare_audio([a], sr)[0] for a, sr in decoded]
         t2 = time.process_time()
         with torch.inference_mode():
             for i in range(0, len(waves), batch_size):
@@ -257,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 def race(shards: list[str], processor, peer: PeerPipeline, args: argparse.Namespace):
     """Interleaved CPU-time passes of our pipeline and the peer's over ``shards``; (the ratio, the peer's CPU ms
     a clip per stage over every pass)."""
-    from recipes.data import AudioShardDataset, ShardLoader
+    from recipes.dataset import AudioShardDataset
+    from recipes.loader import ShardLoader
     from scripts._bench_stats import interleave, paired_ratio
 
     def ours_pass() -> float:

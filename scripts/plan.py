@@ -116,7 +116,7 @@ def trainable_parameters(model, recipe: dict) -> int:
     from recipes.module import lora_target_regex
 
     hidden = model.config.text_config.hidden_size
-    projector = model.audio_projector.weight.numel()
+    projector = sum(p.numel() for p in model.audio_projector.parameters())
     if int(recipe.get("stage", 1)) == 1:
         return projector + 3 * hidden  # + the 3 audio-token rows
     from peft import LoraConfig, get_peft_model
@@ -193,7 +193,8 @@ def plan(text_tokens: int = 128, recipes: list[Path] | None = None, batch_size: 
     recipes = recipes or sorted(RECIPES_DIR.glob("qwen2vl7b_*.yaml"))
     return {
         "parameters": counts,
-        "projector_shape": list(model.audio_projector.weight.shape),
+        "projector_shapes": {name: list(p.shape) for name, p in model.audio_projector.named_parameters()},
+        "projector_type": model.config.projector_type,
         "recipes": [asdict(plan_recipe(model, counts, p, text_tokens, batch_size)) for p in recipes],
     }
 
@@ -205,7 +206,7 @@ def render(result: dict) -> str:
         f"  language model {c['language_model']:>14,}",
         f"  vision tower   {c['vision']:>14,}",
         f"  audio encoder  {c['audio_encoder']:>14,}",
-        f"  projector      {c['projector']:>14,}  ({result['projector_shape'][1]} -> {result['projector_shape'][0]})",
+        f"  projector      {c['projector']:>14,}  ({result['projector_type']}: {result['projector_shapes']})",
         f"  total          {c['total']:>14,}",
         "",
         (

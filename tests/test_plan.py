@@ -33,7 +33,7 @@ def test_parameter_counts_match_the_architecture(result):
     assert counts["vision"] == vision
     assert counts["language_model"] + counts["vision"] == 8_291_375_616  # Qwen2-VL-7B-Instruct as published
     assert counts["audio_encoder"] == encoder
-    assert counts["projector"] == PROJECTOR and result["projector_shape"] == [3584, 1280]
+    assert counts["projector"] == PROJECTOR and result["projector_shapes"] == {"weight": [3584, 1280]}
     assert counts["total"] == lm + vision + encoder + PROJECTOR
 
 
