@@ -199,6 +199,15 @@ def plan(text_tokens: int = 128, recipes: list[Path] | None = None, batch_size: 
     }
 
 
+def projector_summary(result: dict) -> str:
+    """``linear 1280 -> 3584`` for the paper's projector, else its type and tensor count."""
+    shapes = result["projector_shapes"]
+    if result["projector_type"] == "linear":
+        out_features, in_features = shapes["weight"]
+        return f"linear {in_features} -> {out_features}"
+    return f"{result['projector_type']}, {len(shapes)} tensors"
+
+
 def render(result: dict) -> str:
     c = result["parameters"]
     lines = [
@@ -206,7 +215,7 @@ def render(result: dict) -> str:
         f"  language model {c['language_model']:>14,}",
         f"  vision tower   {c['vision']:>14,}",
         f"  audio encoder  {c['audio_encoder']:>14,}",
-        f"  projector      {c['projector']:>14,}  ({result['projector_type']}: {result['projector_shapes']})",
+        f"  projector      {c['projector']:>14,}  ({projector_summary(result)})",
         f"  total          {c['total']:>14,}",
         "",
         (

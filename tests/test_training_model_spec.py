@@ -75,7 +75,7 @@ def test_projector_settings_reach_the_pretrained_loader(monkeypatch):
         tokenizer = "tok"
 
         @classmethod
-        def from_parts(cls, vlm, whisper, audio_pool_stride):
+        def from_parts(cls, vlm, whisper):
             return cls()
 
     def fake_load(vlm, whisper, **kwargs):
