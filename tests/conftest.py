@@ -41,3 +41,15 @@ def hub_replicas(tmp_path_factory):
     from audio_adapter.testing import make_hub_replicas
 
     return make_hub_replicas(tmp_path_factory.mktemp("hub"), padding_side="right")
+
+
+@pytest.fixture(scope="session")
+def hub_replica_qwen2_5_vl(hub_replicas):
+    """Offline copy of Qwen/Qwen2.5-VL-7B-Instruct (`audio_adapter.hub_replica_qwen2_5_vl`) beside the Qwen2-VL
+    one, with the same Whisper replica: ``{"vlm": Path, "whisper": Path}``. Do not modify them."""
+    from audio_adapter.hub_replica_qwen2_5_vl import QWEN2_5_VL_DIR, make_qwen2_5_vl_replica
+
+    return {
+        "vlm": make_qwen2_5_vl_replica(hub_replicas["vlm"].parent / QWEN2_5_VL_DIR, seed=2),
+        "whisper": hub_replicas["whisper"],
+    }
