@@ -1,4 +1,4 @@
-"""Build the full model from a real Qwen2-VL checkpoint and the ENCODER of a real Whisper checkpoint.
+"""Build the full model from a real VLM checkpoint (any registered family) and the ENCODER of a real Whisper one.
 
 Both loads are checked: any missing or unexpected key raises instead of leaving weights silently random
 (see the traps in docs/transformers5.md).
@@ -13,13 +13,12 @@ import re
 import sys
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, WhisperConfig
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedModel, WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from extension import AudioContextExtension
 
-from .configuration import AudioVLMConfig
-from .modeling import AudioVLMForConditionalGeneration
+from .families import family_of
 from .processing import add_audio_tokens
 from .tokenizer import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
 
@@ -86,88 +85,116 @@ def load_pretrained_parts(
     *,
     tokenizer=None,
     audio_pool_stride: int = 1,
+    projector_type: str = "linear",
+    projector_stack_factor: int = 1,
     context_extension: AudioContextExtension | dict | None = None,
     dtype: torch.dtype | None = None,
     device_map: str | dict | torch.device | None = None,
     model_kwargs: dict | None = None,
     **hub_kwargs,
-) -> AudioVLMForConditionalGeneration:
-    """Qwen2-VL weights + Whisper encoder weights + a fresh projector -> `AudioVLMForConditionalGeneration`.
+) -> PreTrainedModel:
+    """VLM weights + Whisper encoder weights + a fresh projector -> the family's audio model.
 
     Args:
-        vlm: Qwen2-VL checkpoint (hub id or local directory).
+        vlm: VLM checkpoint (hub id or local directory) of a supported family (`families.FAMILIES`, by its
+            config's ``model_type``; a Qwen2-VL checkpoint gives `AudioVLMForConditionalGeneration`).
         whisper: Whisper checkpoint; only its encoder is loaded, the decoder is never allocated in the model.
         tokenizer: tokenizer holding the audio tokens; default: the VLM's tokenizer plus `add_audio_tokens`.
             The audio token ids must fit in the embedding (the real Qwen2-VL has 407 spare rows).
         audio_pool_stride: average-pool encoder frames by this stride (1 = 50 tokens per second).
+        projector_type / projector_stack_factor: the projector (`projector.py`): "linear" (the paper's) or
+            "stack_mlp" stacking this many pooled frames per token.
         context_extension: audio context extension saved into the config.
         dtype: load dtype (e.g. ``torch.bfloat16`` on GPU).
         device_map: where the weights go (``"cuda"``, ``"cuda:1"``, ``"auto"``, a dict...), as for
             ``from_pretrained``; the audio encoder and projector follow the input embedding's device.
-        model_kwargs: extra arguments for the Qwen2-VL ``from_pretrained`` call only (e.g. a bitsandbytes
+        model_kwargs: extra arguments for the VLM ``from_pretrained`` call only (e.g. a bitsandbytes
             ``quantization_config`` for QLoRA; it must skip ``audio_tower``/``audio_projector``).
         hub_kwargs: passed to every ``from_pretrained`` (``revision``, ``cache_dir``, ``local_files_only``...).
     """
     tokenizer = add_audio_tokens(
         tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(vlm, **hub_kwargs)
     )
-    vlm_config = AutoConfig.from_pretrained(vlm, **hub_kwargs)
-    if vlm_config.model_type not in ("qwen2_vl", AudioVLMConfig.model_type):
-        raise ValueError(f"{vlm!r} is a {vlm_config.model_type!r} checkpoint, expected qwen2_vl")
-    whisper_config = WhisperConfig.from_pretrained(whisper, **hub_kwargs)
-    if isinstance(context_extension, AudioContextExtension):
-        context_extension = context_extension.to_dict()
+    audio = {
+        "audio_pool_stride": audio_pool_stride,
+        "projector_type": projector_type,
+        "projector_stack_factor": projector_stack_factor,
+        "context_extension": context_extension,
+    }
+    config = _audio_config(vlm, whisper, tokenizer, audio, hub_kwargs)
+    if device_map is not None:
+        model_kwargs = {**(model_kwargs or {}), "device_map": device_map}
+    model, n_vlm = _load_vlm(vlm, config, dtype, {**hub_kwargs, **(model_kwargs or {})})
+    encoder = load_whisper_encoder(whisper, dtype=dtype, **hub_kwargs)
+    embed_device = _attach_audio(model, encoder)
+    init_new_token_rows(model, [config.audio_bos_token_id, config.audio_token_id, config.audio_eos_token_id])
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    suppress_audio_tokens(model.generation_config, config)
+    projector_params = sum(p.numel() for p in model.audio_projector.parameters())
+    family = family_of(config.model_type).name
+    _summary(
+        f"audio_adapter: loaded {n_vlm} {family} tensors from {vlm} and {len(encoder.state_dict())} "
+        f"Whisper encoder tensors from {whisper} (its {encoder._skipped_checkpoint_keys} decoder tensors skipped); "
+        f"new: audio_projector {config.projector_type} ({projector_params:,} parameters), 3 audio-token rows; "
+        f"dtype {model.dtype}, device {embed_device}"
+    )
+    return model
 
+
+def _audio_config(vlm: str, whisper: str, tokenizer, audio: dict, hub_kwargs: dict) -> PreTrainedConfig:
+    """The family's audio config: the VLM checkpoint's settings + the Whisper encoder's + the audio settings."""
+    vlm_config = AutoConfig.from_pretrained(vlm, **hub_kwargs)
+    family = family_of(vlm_config.model_type)
+    whisper_config = WhisperConfig.from_pretrained(whisper, **hub_kwargs)
+    if isinstance(audio["context_extension"], AudioContextExtension):
+        audio = {**audio, "context_extension": audio["context_extension"].to_dict()}
     settings = vlm_config.to_dict()
     for key in ("model_type", "architectures", "transformers_version", "auto_map"):
         settings.pop(key, None)
-    config = AudioVLMConfig(
+    config = family.config_class(
         **settings,
         audio_config=whisper_config,
         audio_bos_token_id=tokenizer.convert_tokens_to_ids(AUDIO_BOS_TOKEN),
         audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
         audio_eos_token_id=tokenizer.convert_tokens_to_ids(AUDIO_EOS_TOKEN),
-        audio_pool_stride=audio_pool_stride,
-        context_extension=context_extension,
+        **audio,
     )
     rows = config.text_config.vocab_size
     too_big = [t for t in (config.audio_bos_token_id, config.audio_token_id, config.audio_eos_token_id) if t >= rows]
     if too_big:
         raise ValueError(f"audio token ids {too_big} do not fit the {rows}-row embedding of {vlm!r}")
+    return config
 
-    if device_map is not None:
-        model_kwargs = {**(model_kwargs or {}), "device_map": device_map}
+
+def _load_vlm(vlm: str, config: PreTrainedConfig, dtype, load_kwargs: dict) -> tuple[PreTrainedModel, int]:
+    """(the family's audio model with the VLM checkpoint's weights, number of VLM tensors); raises on any key
+    the checkpoint misses or adds beyond the new audio modules."""
+    model_class = family_of(config.model_type).model_class
     with _quiet_load_report():
-        model, info = AudioVLMForConditionalGeneration.from_pretrained(
-            vlm, config=config, output_loading_info=True, dtype=dtype, **hub_kwargs, **(model_kwargs or {})
+        model, info = model_class.from_pretrained(
+            vlm, config=config, output_loading_info=True, dtype=dtype, **load_kwargs
         )
     new_keys = [k for k in info.get("missing_keys", []) if _NEW_AUDIO_MODULES.match(k)]
     missing = [k for k in info.get("missing_keys", []) if not _NEW_AUDIO_MODULES.match(k)]
     unexpected = list(info.get("unexpected_keys", []))
     if missing or unexpected:
         raise CheckpointMismatchError(
-            f"Qwen2-VL checkpoint {vlm!r} did not load cleanly: missing {sorted(missing)[:10]} ({len(missing)} total), "
+            f"VLM checkpoint {vlm!r} did not load cleanly: missing {sorted(missing)[:10]} ({len(missing)} total), "
             f"unexpected {sorted(unexpected)[:10]} ({len(unexpected)} total)"
         )
-    encoder = load_whisper_encoder(whisper, dtype=dtype, **hub_kwargs)
+    return model, len(model.state_dict()) - len(new_keys)
+
+
+def _attach_audio(model: PreTrainedModel, encoder: WhisperEncoder) -> torch.device:
+    """Copy the Whisper encoder weights in (frozen), freshly initialise the projector and put both where the
+    input embeddings live (audio is spliced into them). Returns that device."""
     model.audio_tower.load_state_dict(encoder.state_dict(), strict=True)
     model.audio_tower.requires_grad_(False)
-    torch.nn.init.normal_(model.audio_projector.weight, std=config.text_config.initializer_range)
-    # Audio is spliced into the input embeddings, so the audio path lives where they live.
+    model.audio_projector.reinitialize()
     embed_device = model.get_input_embeddings().weight.device
     model.audio_tower.to(embed_device)
     model.audio_projector.to(embed_device)
-    init_new_token_rows(model, [config.audio_bos_token_id, config.audio_token_id, config.audio_eos_token_id])
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    suppress_audio_tokens(model.generation_config, config)
-    n_vlm = len(model.state_dict()) - len(new_keys)
-    _summary(
-        f"audio_adapter: loaded {n_vlm} Qwen2-VL tensors from {vlm} and {len(encoder.state_dict())} Whisper encoder "
-        f"tensors from {whisper} (its {encoder._skipped_checkpoint_keys} decoder tensors skipped); new: "
-        f"audio_projector {tuple(model.audio_projector.weight.shape)}, 3 audio-token rows; dtype {model.dtype}, "
-        f"device {embed_device}"
-    )
-    return model
+    return embed_device
 
 
 def suppress_audio_tokens(generation_config, config) -> None:
@@ -180,9 +207,7 @@ def suppress_audio_tokens(generation_config, config) -> None:
 
 
 @torch.no_grad()
-def init_new_token_rows(
-    model: AudioVLMForConditionalGeneration, token_ids: list[int], n_known: int | None = None
-) -> None:
+def init_new_token_rows(model: PreTrainedModel, token_ids: list[int], n_known: int | None = None) -> None:
     """Give newly added tokens the mean input (and output) embedding of the known vocabulary.
 
     Spare rows of a pretrained embedding are untrained (garbage or zeros); the mean row is a neutral start

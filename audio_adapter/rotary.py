@@ -1,4 +1,4 @@
-"""Audio-aware M-RoPE: stock Qwen2-VL rotary plus the paper's audio-only context extension.
+"""Audio-aware M-RoPE: any stock M-RoPE rotary (Qwen2-VL family) plus the paper's audio-only context extension.
 
 Generation only hands the rotary module ``(x, position_ids)``, and grows ``position_ids`` by adding
 ``arange`` to the last column of every row. So everything extension-specific travels inside
@@ -13,13 +13,19 @@ Generation only hands the rotary module ``(x, position_ids)``, and grows ``posit
 Rows 7 and 8 are stored as differences from row 0 because generation's ``+arange`` keeps a difference
 unchanged: newly generated tokens inherit the last prompt token's value (flag 0, the sample's s). Beam
 expansion, batching and padding therefore need no state on any module.
+
+`audio_aware_rotary(StockRotary)` builds the audio-aware class over any stock M-RoPE rotary class (one with
+``inv_freq``, ``mrope_section``, ``attention_scaling``, ``original_max_seq_len`` and ``config.rope_parameters``,
+as Qwen2-VL's and Qwen2.5-VL's have); the model mixin swaps it in for the stock module it finds.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+from torch import nn
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding
 
 from extension import AudioContextExtension
@@ -49,14 +55,15 @@ def is_extended_positions(position_ids: torch.Tensor | None) -> bool:
     return position_ids is not None and position_ids.ndim == 3 and position_ids.shape[0] == EXTENDED_POSITION_ROWS
 
 
-class AudioAwareRotaryEmbedding(Qwen2VLRotaryEmbedding):
-    """Drop-in for `Qwen2VLRotaryEmbedding`: stock behaviour for stock position tensors, the context
+class AudioRotaryMixin:
+    """Put before a stock M-RoPE rotary class: stock behaviour for stock position tensors, the context
     extension of `self.extension` for extended (9-row) ones. `inv_freq` is never modified (transformers
     re-initialises rotary buffers on load), so Whole YaRN frequencies are derived per call."""
 
     def __init__(self, config, extension: AudioContextExtension | None = None):
         super().__init__(config)
         self.extension = extension or AudioContextExtension()
+        self.extension.validate_for_head_dim(self.inv_freq.numel() * 2)
         self._row_cache: dict[tuple[int, str], torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,3 +125,20 @@ class AudioAwareRotaryEmbedding(Qwen2VLRotaryEmbedding):
         if self.attention_scaling != 1.0:
             return cos * self.attention_scaling, sin * self.attention_scaling
         return cos, sin
+
+
+@functools.cache
+def audio_aware_rotary(stock_rotary: type[nn.Module]) -> type[nn.Module]:
+    """``class AudioAware<Stock>(AudioRotaryMixin, stock_rotary)``, one class per stock class.
+
+    The class is bound in this module under its name so that models holding it pickle (DDP spawn, deepcopy)."""
+    if issubclass(stock_rotary, AudioRotaryMixin):
+        return stock_rotary
+    name = f"AudioAware{stock_rotary.__name__}"
+    cls = type(name, (AudioRotaryMixin, stock_rotary), {"__module__": __name__, "__qualname__": name})
+    globals()[name] = cls
+    return cls
+
+
+# The Qwen2-VL class under its historical name, kept for the public import path `audio_adapter.rotary`.
+AudioAwareRotaryEmbedding = audio_aware_rotary(Qwen2VLRotaryEmbedding)

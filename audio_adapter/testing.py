@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-from transformers import WhisperConfig
+from transformers import PreTrainedConfig, PreTrainedModel, WhisperConfig
 
 from .audio_lengths import window_seconds
-from .configuration import AudioVLMConfig
+from .families import FAMILIES
 from .hub_replicas import make_hub_replicas  # noqa: F401  (re-exported: offline copies of the real checkpoints)
 from .loading import suppress_audio_tokens
-from .modeling import AudioVLMForConditionalGeneration
 from .processing import AudioVLMProcessor
 from .tokenizer import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN, build_qwen_tokenizer
 
@@ -31,7 +30,10 @@ TINY_DEFAULTS = {
     "num_mel_bins": 128,
     "max_source_positions": 1500,  # the real 30 s / 1500-frame window geometry
     "audio_pool_stride": 1,
+    "projector_type": "linear",
+    "projector_stack_factor": 1,
     "context_extension": None,
+    "family": "qwen2_vl",  # stock model_type of the VLM family (`audio_adapter.families.FAMILIES`)
     "max_position_embeddings": 32768,
 }
 
@@ -77,6 +79,18 @@ def tiny_qwen2vl_kwargs(vocab_size: int, **overrides) -> dict:
     }
 
 
+# family -> keyword arguments of its tiny stock config (vocab_size, **overrides) -> dict
+TINY_FAMILY_KWARGS = {"qwen2_vl": tiny_qwen2vl_kwargs}
+
+
+def tiny_family_kwargs(vocab_size: int, **overrides) -> dict:
+    """Keyword arguments for the tiny stock config of ``overrides["family"]`` (default Qwen2-VL)."""
+    family = _resolve(overrides)["family"]
+    if family not in TINY_FAMILY_KWARGS:
+        raise ValueError(f"unknown tiny-model family {family!r}; valid: {sorted(TINY_FAMILY_KWARGS)}")
+    return TINY_FAMILY_KWARGS[family](vocab_size, **overrides)
+
+
 def tiny_processor(**overrides) -> AudioVLMProcessor:
     """Offline processor: truncated Qwen BPE + Qwen2-VL special tokens + audio tokens, small images."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -85,16 +99,18 @@ def tiny_processor(**overrides) -> AudioVLMProcessor:
     tokenizer = build_qwen_tokenizer(s["max_rank"])
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2)
     chunk_seconds = window_seconds(s["max_source_positions"])
+    # the processor counts placeholder tokens with the config's frames_per_token: pool stride x stack factor
     return AudioVLMProcessor(
         tokenizer,
         image_processor,
         n_mels=s["num_mel_bins"],
         chunk_seconds=chunk_seconds,
-        audio_pool_stride=s["audio_pool_stride"],
+        audio_pool_stride=s["audio_pool_stride"] * s["projector_stack_factor"],
     )
 
 
-def tiny_config(processor: AudioVLMProcessor, **overrides) -> AudioVLMConfig:
+def tiny_config(processor: AudioVLMProcessor, **overrides) -> PreTrainedConfig:
+    """The tiny audio config of ``overrides["family"]`` whose token ids match ``processor``'s tokenizer."""
     s = _resolve(overrides)
     tokenizer = processor.tokenizer
     vocab_size = ((len(tokenizer) + 63) // 64) * 64  # spare rows, like the real 152,064 > 151,657
@@ -117,8 +133,8 @@ def tiny_config(processor: AudioVLMProcessor, **overrides) -> AudioVLMConfig:
         suppress_tokens=[],
         begin_suppress_tokens=[],
     )
-    return AudioVLMConfig(
-        **tiny_qwen2vl_kwargs(vocab_size, **overrides),
+    return FAMILIES[s["family"]].config_class(
+        **tiny_family_kwargs(vocab_size, **overrides),
         audio_config=audio_config,
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
@@ -128,6 +144,8 @@ def tiny_config(processor: AudioVLMProcessor, **overrides) -> AudioVLMConfig:
         audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
         audio_eos_token_id=tokenizer.convert_tokens_to_ids(AUDIO_EOS_TOKEN),
         audio_pool_stride=s["audio_pool_stride"],
+        projector_type=s["projector_type"],
+        projector_stack_factor=s["projector_stack_factor"],
         context_extension=s["context_extension"],
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -135,16 +153,17 @@ def tiny_config(processor: AudioVLMProcessor, **overrides) -> AudioVLMConfig:
     )
 
 
-def tiny_model_and_processor(seed: int = 0, **overrides) -> tuple[AudioVLMForConditionalGeneration, AudioVLMProcessor]:
-    """A tiny random-init `AudioVLMForConditionalGeneration` (float32, eval mode) and its offline processor.
+def tiny_model_and_processor(seed: int = 0, **overrides) -> tuple[PreTrainedModel, AudioVLMProcessor]:
+    """A tiny random-init audio model (float32, eval mode) and its offline processor.
 
-    Deterministic for a seed; nothing touches the network. Overrides: see `TINY_DEFAULTS`.
+    Deterministic for a seed; nothing touches the network. Overrides: see `TINY_DEFAULTS` (``family`` picks the
+    VLM family, default ``"qwen2_vl"``: an `AudioVLMForConditionalGeneration`).
     """
     processor = tiny_processor(**overrides)
     config = tiny_config(processor, **overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AudioVLMForConditionalGeneration(config)
+        model = FAMILIES[_resolve(overrides)["family"]].model_class(config)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.eos_token_id = config.eos_token_id
     suppress_audio_tokens(model.generation_config, config)
