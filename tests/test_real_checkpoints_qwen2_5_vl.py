@@ -12,12 +12,16 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from audio_adapter.hub_replica_qwen2_5_vl import QWEN2_5_EXTRA_TOKENS, QWEN2_5_VL_GENERATION_CONFIG
 from audio_adapter.hub_replicas import QWEN2_VL_CHAT_TEMPLATE
 from audio_adapter.tokenizer import AUDIO_SPECIAL_TOKENS, QWEN2_VL_SPECIAL_TOKENS
+from tests.test_real_checkpoints import ASSEMBLED, README, SETTINGS, readme_real_checkpoint_block, run_readme_block
+
+AUDIO_TOKEN_IDS = [151665, 151666, 151667]  # after Qwen2.5's 22 added tokens (Qwen2-VL: 151657..151659)
 
 
 def _replica_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -65,3 +69,81 @@ def test_stock_qwen2_5_vl_loads_the_replica_completely(hub_replica_qwen2_5_vl):
     assert tokenizer("Hello world 12").input_ids == [9707, 1879, 220, 16, 17]  # Qwen2 BPE, single digits
     assert tokenizer("<tool_call>").input_ids == [151657]  # one token, not split by the BPE
     assert tokenizer.padding_side == "right"  # the hub file names none: the processor must pad left itself
+
+
+# ============================================================================================ the README block
+QWEN2_5_VL_LINE = SETTINGS[0].replace('"Qwen/Qwen2-VL-7B-Instruct"', '"Qwen/Qwen2.5-VL-7B-Instruct"')
+
+
+@pytest.fixture(scope="module")
+def readme_run_qwen2_5_vl(hub_replica_qwen2_5_vl, tmp_path_factory):
+    """The README block with the one line its "Qwen2.5-VL" section changes, run against the Qwen2.5-VL replica."""
+    text = README.read_text()
+    section = text[text.index("### Qwen2.5-VL") :]
+    changed = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    assert changed == QWEN2_5_VL_LINE + "\n", "the README's Qwen2.5-VL line must differ from the block's in the id only"
+    block = readme_real_checkpoint_block()
+    return run_readme_block(block, hub_replica_qwen2_5_vl, tmp_path_factory.mktemp("readme_qwen2_5_vl"))
+
+
+def test_readme_block_runs_on_qwen2_5_vl(readme_run_qwen2_5_vl):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    ns = readme_run_qwen2_5_vl["ns"]
+    model, processor = ns["model"], ns["processor"]
+    assert isinstance(model, Qwen2_5_VLForConditionalGeneration) and model.config.model_type == "audio_qwen2_5_vl"
+    assert model.dtype == torch.bfloat16
+    ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in AUDIO_SPECIAL_TOKENS]
+    config_ids = [model.config.audio_bos_token_id, model.config.audio_token_id, model.config.audio_eos_token_id]
+    assert ids == config_ids == AUDIO_TOKEN_IDS
+    assert max(ids) < model.config.text_config.vocab_size == 152064  # fits: no resize
+    assert model.generation_config.suppress_tokens == AUDIO_TOKEN_IDS
+    assert model.generation_config.temperature == 0.1 and model.generation_config.top_k == 1  # the hub's settings
+    inputs, batch, out = ns["inputs"], ns["batch"], ns["out"]
+    assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == 125  # 2.5 s at 50 tokens / s
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 6  # window-attention tower, same count
+    assert bool(batch["attention_mask"][:, -1].all()) and not bool(batch["attention_mask"][:, 0].all())  # left pad
+    assert out.shape == (2, batch["input_ids"].shape[1] + 6)
+    assert not torch.isin(out[:, batch["input_ids"].shape[1] :], torch.tensor(AUDIO_TOKEN_IDS)).any()
+    printed = readme_run_qwen2_5_vl["stdout"].rstrip("\n").splitlines()  # decoded random text may hold newlines
+    assert printed[-1].startswith("['") and printed[-1].endswith("']")  # the batch's two answers, as a list
+
+
+def test_every_qwen2_5_vl_replica_tensor_arrives_bit_equal(readme_run_qwen2_5_vl, hub_replica_qwen2_5_vl):
+    state = readme_run_qwen2_5_vl["ns"]["model"].state_dict()
+    replica = _replica_state(hub_replica_qwen2_5_vl["vlm"])
+    assert len(replica) == len([k for k in state if not k.startswith(("audio_tower.", "audio_projector."))])
+    for key, tensor in replica.items():
+        ours = state[re.sub(r"^visual\.", "model.visual.", re.sub(r"^model\.(?!visual)", "model.language_model.", key))]
+        assert ours.dtype == tensor.dtype == torch.bfloat16, key
+        if key in ("model.embed_tokens.weight", "lm_head.weight"):  # the 3 new rows take the mean of the known ones
+            keep = torch.ones(tensor.shape[0], dtype=torch.bool)
+            keep[AUDIO_TOKEN_IDS] = False
+            assert torch.equal(ours[keep], tensor[keep]), key
+            mean = tensor[: AUDIO_TOKEN_IDS[0]].float().mean(0).to(torch.bfloat16)
+            assert torch.equal(ours[AUDIO_TOKEN_IDS], mean.expand(3, -1)), key
+        else:
+            assert torch.equal(ours, tensor), key
+
+
+def test_saved_qwen2_5_vl_folder_round_trips(readme_run_qwen2_5_vl):
+    from transformers import AutoModelForImageTextToText
+
+    from audio_adapter import AudioVLMProcessor
+
+    ns, folder = readme_run_qwen2_5_vl["ns"], readme_run_qwen2_5_vl["dir"] / ASSEMBLED
+    reloaded = AutoModelForImageTextToText.from_pretrained(str(folder)).eval()
+    assert type(reloaded) is type(ns["model"])
+    before, after = ns["model"].state_dict(), reloaded.state_dict()
+    assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
+    processor = AudioVLMProcessor.from_pretrained(folder)
+    batch = processor(
+        text=ns["prompts"],
+        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
+        images=[ns["image"]],
+        sampling_rate=ns["sr"],
+        return_tensors="pt",
+    )
+    assert torch.equal(batch["input_ids"], ns["batch"]["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(reloaded.generate(**batch, max_new_tokens=6), ns["out"])
