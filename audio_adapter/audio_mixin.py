@@ -227,6 +227,17 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
             return mm_encoder_outputs, torch.cat(list(pre_encoded), dim=0)
         return mm_encoder_outputs, None
 
+    def _embeds_with_audio(self, input_ids, inputs_embeds, audio_embeds, past_key_values):
+        """``inputs_embeds`` with ``audio_embeds`` spliced at the placeholders; without audio, unchanged after
+        checking that a prompt holds no placeholders."""
+        if audio_embeds is None:
+            if self._is_prompt_forward(past_key_values):
+                self._check_placeholders_have_audio(input_ids)
+            return inputs_embeds
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        return self._splice_audio(input_ids, inputs_embeds, audio_embeds)
+
     def _with_zero_audio(self, input_ids, inputs_embeds):
         """Training batch without audio: add `_zero_audio_contribution` to the embeddings (DDP keeps in step)."""
         zero = self._zero_audio_contribution()
@@ -277,12 +288,7 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
         )
         mm_encoder_outputs, audio_embeds = self._audio_embeds(input_features, input_features_mask, mm_encoder_outputs)
         if input_ids is not None:
-            if audio_embeds is not None:
-                if inputs_embeds is None:
-                    inputs_embeds = self.get_input_embeddings()(input_ids)
-                inputs_embeds = self._splice_audio(input_ids, inputs_embeds, audio_embeds)
-            elif self._is_prompt_forward(past_key_values):
-                self._check_placeholders_have_audio(input_ids)
+            inputs_embeds = self._embeds_with_audio(input_ids, inputs_embeds, audio_embeds, past_key_values)
             if position_ids is None and self._uses_extended_positions(virtual_audio_tokens):
                 mrope_kwargs = {name: stock.get(name) for name in self.mrope_position_kwargs}
                 position_ids = self._forward_position_ids(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from transformers import DynamicCache
+from transformers import AutoConfig, DynamicCache
 
-from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.families.qwen2_vl import AudioVLMConfig
+from audio_adapter.rotary import AudioAwareRotaryEmbedding
+from audio_adapter.testing import tiny_model_and_processor, tiny_qwen2vl_kwargs
 from extension import AudioContextExtension
 from tests.conftest import audio_prompt, tone_clip
 
@@ -193,3 +197,33 @@ def test_rotary_fast_path_equals_pure_partial_yarn(model_and_processor, with_ext
         rotary.inv_freq, raw, stretched, audio, cutoff, temperature, mrope_section=rotary.mrope_section
     )
     assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)
+
+
+# ------------------------------------------------------------------ the extension is validated wherever it enters
+BAD_EXTENSION = {"method": "partial_yarn", "cutoff": 100, "temperature": 1.2}
+
+
+def _tiny_config_kwargs() -> dict:
+    return tiny_qwen2vl_kwargs(256)  # head_dim 64 / 4 = 16: the rotary head has 8 frequencies
+
+
+def test_config_refuses_a_cutoff_the_head_cannot_hold():
+    with pytest.raises(ValueError, match=r"cutoff 100 exceeds head_dim // 2 = 8 \(head_dim 16\)"):
+        AudioVLMConfig(**_tiny_config_kwargs(), context_extension=BAD_EXTENSION)
+    ok = AudioVLMConfig(**_tiny_config_kwargs(), context_extension={**BAD_EXTENSION, "cutoff": 8})
+    assert ok.get_context_extension().cutoff == 8
+
+
+def test_from_pretrained_refuses_a_saved_bad_extension(tmp_path):
+    AudioVLMConfig(**_tiny_config_kwargs()).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "context_extension": BAD_EXTENSION}))
+    for loader in (AudioVLMConfig, AutoConfig):
+        with pytest.raises(ValueError, match=r"cutoff 100 exceeds .*head_dim 16"):
+            loader.from_pretrained(tmp_path)
+
+
+def test_rotary_refuses_a_cutoff_the_head_cannot_hold():
+    text_config = AudioVLMConfig(**_tiny_config_kwargs()).text_config
+    with pytest.raises(ValueError, match=r"cutoff 100 exceeds .*head_dim 16"):
+        AudioAwareRotaryEmbedding(text_config, AudioContextExtension(**BAD_EXTENSION))
