@@ -268,24 +268,17 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
         virtual_audio_tokens: torch.Tensor | None = None,
         **kwargs,
     ):
-        r"""The stock forward plus audio (family-specific stock inputs arrive in ``kwargs``).
+        r"""The stock forward plus audio. Other stock inputs (Qwen2.5-VL's ``second_per_grid_ts``) pass via ``kwargs``
+        (`generate()` accepts only named ones: such a family names them in its own ``forward`` override).
 
         input_features (`(num_chunks, num_mel_bins, 2 * max_source_positions)`): log-mel windows of every clip
             in the batch, in order (a clip longer than one window spans several consecutive chunks).
         input_features_mask (`(num_chunks, 2 * max_source_positions)`): 1 on mel frames of real audio.
         virtual_audio_tokens (`(batch,)` or float): VLAT virtual length per sample (training only).
         """
-        stock = dict(
-            labels=labels,
-            use_cache=use_cache,
-            pixel_values=pixel_values,
-            pixel_values_videos=pixel_values_videos,
-            image_grid_thw=image_grid_thw,
-            video_grid_thw=video_grid_thw,
-            mm_token_type_ids=mm_token_type_ids,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
+        stock = dict(labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
+        stock.update(pixel_values=pixel_values, pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw)
+        stock.update(video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids)
         mm_encoder_outputs, audio_embeds = self._audio_embeds(input_features, input_features_mask, mm_encoder_outputs)
         if input_ids is not None:
             inputs_embeds = self._embeds_with_audio(input_ids, inputs_embeds, audio_embeds, past_key_values)

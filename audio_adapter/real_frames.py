@@ -3,9 +3,9 @@
 Whisper pads every window to 30 s, so a 5 s clip pays for 30 s of encoder work. Here each window is cut to
 the frames its real audio needs, rounded up so that Whisper's stride-2 conv yields whole encoder frames and
 pooling and the projector's frame stacking see whole groups: 2 * frames_per_token * (tokens of the window) mel
-frames (frames_per_token = pool stride x stack factor), at most the full window. The encoder then runs on that prefix alone (as Ultravox does). Its outputs are NOT those of
-the padded window -- Whisper's self-attention no longer sees the padding it was trained with -- so this is a
-speed/fidelity trade-off, off by default.
+frames (frames_per_token = pool stride x stack factor), at most the full window. The encoder then runs on that
+prefix alone (as Ultravox does). Its outputs are NOT those of the padded window -- Whisper's self-attention no
+longer sees the padding it was trained with -- so this is a speed/fidelity trade-off, off by default.
 
 transformers 5.23's `WhisperEncoder.forward` refuses any input but 2 * max_source_positions frames, so the
 trimmed windows go through its own submodules (conv stem, the first T rows of its sinusoidal position table,

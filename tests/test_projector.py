@@ -152,3 +152,25 @@ def test_short_training_lowers_loss(projector):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_stack_mlp_model_without_audio_is_stock_and_keeps_ddp_gradients(stacked):
+    """Audio absent: logits equal stock Qwen2-VL's; in training every trainable projector parameter still gets a
+    (zero) gradient (`_zero_audio_contribution` works for any projector, not just a ``.weight``)."""
+    from tests.test_model import stock_twin
+
+    model, processor = stacked
+    inputs = processor(text=["Hello world, how are you?", "Hi"], padding=True)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, stock_twin(model)(**inputs).logits)
+    trainable = [p.requires_grad for p in model.audio_projector.parameters()]
+    model.train()
+    model.audio_projector.requires_grad_(True)
+    try:
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+        grads = [p.grad for p in model.audio_projector.parameters()]
+        assert len(grads) == 3 and all(g is not None and not g.any() for g in grads)
+    finally:
+        model.eval().zero_grad(set_to_none=True)
+        for p, flag in zip(model.audio_projector.parameters(), trainable):
+            p.requires_grad_(flag)
