@@ -113,6 +113,8 @@ def test_every_qwen2_5_vl_replica_tensor_arrives_bit_equal(readme_run_qwen2_5_vl
     state = readme_run_qwen2_5_vl["ns"]["model"].state_dict()
     replica = _replica_state(hub_replica_qwen2_5_vl["vlm"])
     assert len(replica) == len([k for k in state if not k.startswith(("audio_tower.", "audio_projector."))])
+    summary = [s for s in readme_run_qwen2_5_vl["stderr"].splitlines() if s.startswith("audio_adapter: loaded")]
+    assert len(summary) == 1 and f"loaded {len(replica)} Qwen2.5-VL tensors" in summary[0]
     for key, tensor in replica.items():
         ours = state[re.sub(r"^visual\.", "model.visual.", re.sub(r"^model\.(?!visual)", "model.language_model.", key))]
         assert ours.dtype == tensor.dtype == torch.bfloat16, key
