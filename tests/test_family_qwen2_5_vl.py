@@ -81,3 +81,13 @@ def test_second_per_grid_ts_reaches_positions_built_for_an_extension():
         model.set_context_extension(method="none")
     assert not torch.allclose(stock_slow, stock_fast)  # the frame duration moves the video's temporal positions
     assert torch.allclose(ext_slow, stock_slow, atol=1e-5) and torch.allclose(ext_fast, stock_fast, atol=1e-5)
+
+
+def test_default_audio_token_ids_follow_qwen2_5s_tokenizer():
+    """A bare config's audio ids are where `add_audio_tokens` puts them in the real Qwen2.5-VL tokenizer (after its
+    22 added tokens; Qwen2-VL's 151657.. are ``<tool_call>`` there), still inside the 152,064 embedding rows."""
+    from audio_adapter.families.qwen2_5_vl import AudioQwen2_5_VLConfig
+
+    config = AudioQwen2_5_VLConfig()
+    ids = [config.audio_bos_token_id, config.audio_token_id, config.audio_eos_token_id]
+    assert ids == [151665, 151666, 151667] and max(ids) < config.text_config.vocab_size == 152064

@@ -19,12 +19,17 @@ from ..audio_mixin import AudioVLMMixin
 class AudioQwen2_5_VLConfig(AudioConfigMixin, Qwen2_5_VLConfig):
     """Qwen2.5-VL config + `audio_config` (a `WhisperConfig`) + audio token ids + projector/extension settings.
 
-    The real Qwen2.5-VL tokenizer ends at 151,664 (8 more added tokens than Qwen2-VL's), so the audio tokens that
-    `processing.add_audio_tokens` appends take 151,665..151,667 there: `loading.load_pretrained_parts` reads them
-    from the tokenizer, never from these defaults."""
+    Token ids default to the real Qwen2.5-VL layout: its tokenizer ends at 151,664 (8 more added tokens than
+    Qwen2-VL's: ``<tool_call>`` .. ``<|file_sep|>``), so the audio tokens `processing.add_audio_tokens` appends
+    take 151,665..151,667, inside the 152,064 embedding rows (`loading.load_pretrained_parts` reads them from the
+    tokenizer)."""
 
     model_type = "audio_qwen2_5_vl"
     sub_configs_defaults = {**Qwen2_5_VLConfig.sub_configs_defaults, **AUDIO_SUB_CONFIGS}
+
+    audio_bos_token_id: int = 151665
+    audio_token_id: int = 151666
+    audio_eos_token_id: int = 151667
 
 
 class AudioQwen2_5_VLForConditionalGeneration(AudioVLMMixin, Qwen2_5_VLForConditionalGeneration):
