@@ -39,7 +39,7 @@ def test_both_recipes_train_qwen2_5_vl_on_the_replicas(runs):
     work, clis = runs
     for name, cli in clis.items():
         assert cli.trainer.global_step == 2, name
-        assert cli.trainer.precision == "bf16-mixed" and cli.model.spec["dtype"] == "bfloat16", name
+        assert cli.trainer.precision == "bf16-mixed", name  # the frozen base in bf16: checked on the weights below
         net = cli.model.audio_vlm
         assert isinstance(net, Qwen2_5_VLForConditionalGeneration), type(net)
         assert net.config.audio_token_id == AUDIO_TOKEN_IDS[1]
