@@ -16,8 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from audio_adapter.hub_replica_qwen2_5_vl import QWEN2_5_EXTRA_TOKENS, QWEN2_5_VL_GENERATION_CONFIG
-from audio_adapter.hub_replicas import QWEN2_VL_CHAT_TEMPLATE
+from audio_adapter.hub_replica_qwen2_5_vl import (
+    QWEN2_5_EXTRA_TOKENS,
+    QWEN2_5_VL_7B_CONFIG,
+    QWEN2_5_VL_GENERATION_CONFIG,
+    QWEN2_5_VL_REPLICA_VISION_WIDTHS,
+)
+from audio_adapter.hub_replicas import QWEN2_VL_CHAT_TEMPLATE, QWEN2_VL_REPLICA_WIDTHS
 from audio_adapter.tokenizer import AUDIO_SPECIAL_TOKENS, QWEN2_VL_SPECIAL_TOKENS
 from tests.test_real_checkpoints import ASSEMBLED, README, SETTINGS, readme_real_checkpoint_block, run_readme_block
 
@@ -42,7 +47,10 @@ def test_stock_qwen2_5_vl_loads_the_replica_completely(hub_replica_qwen2_5_vl):
     assert config["vocab_size"] == 152064 and config["tie_word_embeddings"] is False
     assert config["max_position_embeddings"] == 128000
     assert config["hidden_size"] // config["num_attention_heads"] == 128
-    vision = config["vision_config"]
+    # only the widths and depths differ from the hub's config.json
+    assert {k for k in config if config[k] != QWEN2_5_VL_7B_CONFIG[k]} == {*QWEN2_VL_REPLICA_WIDTHS, "vision_config"}
+    vision, hub_vision = config["vision_config"], QWEN2_5_VL_7B_CONFIG["vision_config"]
+    assert {k for k, v in vision.items() if v != hub_vision[k]} == set(QWEN2_5_VL_REPLICA_VISION_WIDTHS)
     assert vision["out_hidden_size"] == config["hidden_size"] != vision["hidden_size"]
     assert vision["fullatt_block_indexes"] == [vision["depth"] - 1] and vision["window_size"] == 112
     assert json.loads((vlm / "generation_config.json").read_text()) == QWEN2_5_VL_GENERATION_CONFIG
@@ -69,6 +77,17 @@ def test_stock_qwen2_5_vl_loads_the_replica_completely(hub_replica_qwen2_5_vl):
     assert tokenizer("Hello world 12").input_ids == [9707, 1879, 220, 16, 17]  # Qwen2 BPE, single digits
     assert tokenizer("<tool_call>").input_ids == [151657]  # one token, not split by the BPE
     assert tokenizer.padding_side == "right"  # the hub file names none: the processor must pad left itself
+
+
+def test_full_size_config_is_the_7b_checkpoint():
+    """The hub config, unshrunk, builds a model of the published size: 8,292,166,656 parameters, i.e. the hub
+    index's bf16 ``total_size`` of 16,584,333,312 bytes (checks every width, depth and vocabulary size at once)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_dict(dict(QWEN2_5_VL_7B_CONFIG)))
+    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
+    assert sum(p.numel() * 2 for p in model.state_dict().values()) == 16_584_333_312
 
 
 # ============================================================================================ the README block
