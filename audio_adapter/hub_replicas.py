@@ -11,19 +11,19 @@ vocabulary). What is real: the full 151,643-rank Qwen BPE with the 14 Qwen2-VL s
 151643..151656 and *no* audio tokens, the 152,064-row embedding, the token ids in the configs, the
 sampling settings of Qwen2-VL's ``generation_config.json``, bf16 weights under the legacy key names
 (``model.layers.*``, ``model.embed_tokens.*``, ``visual.*``, ``lm_head.*``) sharded with an index, and a
-full fp16 ``WhisperForConditionalGeneration`` checkpoint (encoder and decoder).
+full fp16 ``WhisperForConditionalGeneration`` checkpoint (encoder and decoder). The Qwen2.5-VL-7B-Instruct
+replica lives in `hub_replica_qwen2_5_vl.py`; the file writing both share, in `hub_replica_io.py`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import re
 from pathlib import Path
 
 import torch
 
-from .tokenizer import QWEN2_VL_SPECIAL_TOKENS, QWEN_BPE_RANKS
+from .hub_replica_io import added_tokens_decoder, legacy_qwen_vl_state, save_sharded, write_json, write_qwen_tokenizer
+from .tokenizer import QWEN2_VL_SPECIAL_TOKENS
 
 QWEN_DIR = "Qwen2-VL-7B-Instruct"
 WHISPER_DIR = "whisper-large-v3-turbo"
@@ -122,20 +122,9 @@ QWEN2_VL_CHAT_TEMPLATE = (
 
 
 def _qwen2_vl_tokenizer_config(padding_side: str | None) -> dict:
-    added = {
-        str(QWEN_BPE_RANKS + i): {
-            "content": token,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for i, token in enumerate(QWEN2_VL_SPECIAL_TOKENS)
-    }
     config = {
         "add_prefix_space": False,
-        "added_tokens_decoder": added,
+        "added_tokens_decoder": added_tokens_decoder(QWEN2_VL_SPECIAL_TOKENS),
         "additional_special_tokens": list(QWEN2_VL_SPECIAL_TOKENS[1:]),
         "bos_token": None,
         "chat_template": QWEN2_VL_CHAT_TEMPLATE,
@@ -345,80 +334,6 @@ WHISPER_GENERATION_CONFIG = {
     "transformers_version": "4.46.0.dev0",
 }
 
-# 5.x module names -> the legacy names the hub's Qwen2-VL safetensors use.
-_LEGACY_QWEN2_VL_KEYS = (
-    (re.compile(r"^model\.language_model\."), "model."),
-    (re.compile(r"^model\.visual\."), "visual."),
-)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _save_sharded(directory: Path, state: dict[str, torch.Tensor], shards: int) -> None:
-    """``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``, as the hub shards them (Qwen2-VL-7B:
-    five files)."""
-    from safetensors.torch import save_file
-
-    keys = sorted(state)
-    per_shard = -(-len(keys) // shards)
-    weight_map, total = {}, 0
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {k: state[k].contiguous() for k in keys[i * per_shard : (i + 1) * per_shard]}
-        save_file(part, str(directory / name), metadata={"format": "pt"})
-        for k, t in part.items():
-            weight_map[k] = name
-            total += t.numel() * t.element_size()
-    _write_json(
-        directory / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map}
-    )
-
-
-def _replica_tokenizer_files() -> Path:
-    """A cached folder with the real Qwen2-VL ``tokenizer.json``, ``vocab.json`` and ``merges.txt``: the full
-    151,643-rank BPE and the 14 Qwen2-VL added tokens, no audio tokens. Converting the BPE takes seconds, so
-    it is done once per machine (under ``$AUDIO_VLM_CACHE``, like `build_qwen_tokenizer`)."""
-    import hashlib
-    import os
-
-    from tokenizers import AddedToken
-
-    from .tokenizer import _cache_dir, _convert_bpe, _qwen_tiktoken_file, publish_cache_dir
-
-    source = _qwen_tiktoken_file()
-    digest = hashlib.sha1(f"{source.stat().st_size}:replica:v2".encode()).hexdigest()[:10]
-    cached = _cache_dir() / f"qwen2-vl-replica-tokenizer-{digest}"
-    if (cached / "tokenizer.json").is_file():
-        return cached
-    backend = _convert_bpe(source, QWEN_BPE_RANKS)
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN2_VL_SPECIAL_TOKENS])
-    spec = json.loads(backend.to_str())
-    # The hub's tokenizer.json (written by transformers' Qwen2 converter): NFC normaliser, and byte-level
-    # pre-tokenizer / post-processor / decoder with every flag off; the tiktoken converter differs on these.
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
-    spec["normalizer"] = {"type": "NFC"}
-    spec["pre_tokenizer"]["pretokenizers"][-1] = dict(byte_level)
-    spec["post_processor"], spec["decoder"] = dict(byte_level), dict(byte_level)
-    spec["model"].update(continuing_subword_prefix="", end_of_word_suffix="")
-    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
-    _write_json(tmp / "vocab.json", spec["model"]["vocab"])
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
-    (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    publish_cache_dir(tmp, cached)
-    return cached
-
-
-def _write_qwen_tokenizer(directory: Path) -> None:
-    import shutil
-
-    source = _replica_tokenizer_files()
-    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
-        shutil.copyfile(source / name, directory / name)
-
 
 def make_qwen2_vl_replica(
     directory: str | Path, seed: int = 0, padding_side: str | None = None, shards: int = 5
@@ -435,22 +350,17 @@ def make_qwen2_vl_replica(
     config = copy.deepcopy(QWEN2_VL_7B_CONFIG)
     config.update(QWEN2_VL_REPLICA_WIDTHS)
     config["vision_config"].update(QWEN2_VL_REPLICA_VISION_WIDTHS)
-    _write_json(directory / "config.json", config)
-    _write_json(directory / "generation_config.json", QWEN2_VL_GENERATION_CONFIG)
-    _write_json(directory / "preprocessor_config.json", QWEN2_VL_PREPROCESSOR_CONFIG)
-    _write_json(directory / "chat_template.json", {"chat_template": QWEN2_VL_CHAT_TEMPLATE})
-    _write_json(directory / "tokenizer_config.json", _qwen2_vl_tokenizer_config(padding_side))
-    _write_qwen_tokenizer(directory)
+    write_json(directory / "config.json", config)
+    write_json(directory / "generation_config.json", QWEN2_VL_GENERATION_CONFIG)
+    write_json(directory / "preprocessor_config.json", QWEN2_VL_PREPROCESSOR_CONFIG)
+    write_json(directory / "chat_template.json", {"chat_template": QWEN2_VL_CHAT_TEMPLATE})
+    write_json(directory / "tokenizer_config.json", _qwen2_vl_tokenizer_config(padding_side))
+    write_qwen_tokenizer(directory, QWEN2_VL_SPECIAL_TOKENS)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(Qwen2VLConfig.from_pretrained(str(directory)))
-    state = {}
-    for key, tensor in model.state_dict().items():
-        for pattern, legacy in _LEGACY_QWEN2_VL_KEYS:
-            key = pattern.sub(legacy, key)
-        state[key] = tensor.detach().to(torch.bfloat16)
-    _save_sharded(directory, state, shards)
+    save_sharded(directory, legacy_qwen_vl_state(model), shards)
     return directory
 
 
@@ -463,9 +373,9 @@ def make_whisper_turbo_replica(directory: str | Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = dict(WHISPER_TURBO_CONFIG)
     config.update(WHISPER_REPLICA_WIDTHS)
-    _write_json(directory / "config.json", config)
-    _write_json(directory / "generation_config.json", WHISPER_GENERATION_CONFIG)
-    _write_json(directory / "preprocessor_config.json", WHISPER_PREPROCESSOR_CONFIG)
+    write_json(directory / "config.json", config)
+    write_json(directory / "generation_config.json", WHISPER_GENERATION_CONFIG)
+    write_json(directory / "preprocessor_config.json", WHISPER_PREPROCESSOR_CONFIG)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = WhisperForConditionalGeneration(WhisperConfig.from_pretrained(str(directory)))

@@ -79,8 +79,28 @@ def tiny_qwen2vl_kwargs(vocab_size: int, **overrides) -> dict:
     }
 
 
+def tiny_qwen2_5_vl_kwargs(vocab_size: int, **overrides) -> dict:
+    """Keyword arguments for a tiny `Qwen2_5_VLConfig`: Qwen2-VL's text model, Qwen2.5's vision tower (RMSNorm,
+    SwiGLU, window attention: two blocks, the last with full attention, windows of 2 x 2 merged patches)."""
+    s = _resolve(overrides)
+    vision = {
+        "depth": s["vision_depth"] + 1,
+        "hidden_size": s["vision_embed_dim"],
+        "intermediate_size": 2 * s["vision_embed_dim"],
+        "num_heads": 2,
+        "out_hidden_size": s["hidden_size"],
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+        "window_size": 56,
+        "fullatt_block_indexes": [s["vision_depth"]],
+    }
+    return {**tiny_qwen2vl_kwargs(vocab_size, **overrides), "vision_config": vision}
+
+
 # family -> keyword arguments of its tiny stock config (vocab_size, **overrides) -> dict
-TINY_FAMILY_KWARGS = {"qwen2_vl": tiny_qwen2vl_kwargs}
+TINY_FAMILY_KWARGS = {"qwen2_vl": tiny_qwen2vl_kwargs, "qwen2_5_vl": tiny_qwen2_5_vl_kwargs}
 
 
 def tiny_family_kwargs(vocab_size: int, **overrides) -> dict:

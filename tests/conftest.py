@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+from audio_adapter.families import FAMILIES  # noqa: E402  (after the offline switches above)
+
 
 def tone_clip(seconds: float, freq: float = 440.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
     """A deterministic tone with a little noise, float32 (T,)."""
@@ -28,6 +30,23 @@ def tiny():
     return tiny_model_and_processor(seed=0)
 
 
+@pytest.fixture(scope="session", params=sorted(FAMILIES))
+def family(request) -> str:
+    """Each registered VLM family's stock model_type (`audio_adapter.families.FAMILIES`): a test or fixture that
+    takes it runs once per family, so every family passes the same behavioural tests."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_family(family, request):
+    """`tiny` of each VLM family (`family`): (model, processor), seed 0, default tiny settings; do not mutate."""
+    from audio_adapter.testing import TINY_DEFAULTS, tiny_model_and_processor
+
+    if family == TINY_DEFAULTS["family"]:
+        return request.getfixturevalue("tiny")
+    return tiny_model_and_processor(seed=0, family=family)
+
+
 def audio_prompt(processor, question: str = "What do you hear?", n_clips: int = 1) -> str:
     content = [{"type": "audio"} for _ in range(n_clips)] + [{"type": "text", "text": question}]
     return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
@@ -41,3 +60,15 @@ def hub_replicas(tmp_path_factory):
     from audio_adapter.testing import make_hub_replicas
 
     return make_hub_replicas(tmp_path_factory.mktemp("hub"), padding_side="right")
+
+
+@pytest.fixture(scope="session")
+def hub_replica_qwen2_5_vl(hub_replicas):
+    """Offline copy of Qwen/Qwen2.5-VL-7B-Instruct (`audio_adapter.hub_replica_qwen2_5_vl`) beside the Qwen2-VL
+    one, with the same Whisper replica: ``{"vlm": Path, "whisper": Path}``. Do not modify them."""
+    from audio_adapter.hub_replica_qwen2_5_vl import QWEN2_5_VL_DIR, make_qwen2_5_vl_replica
+
+    return {
+        "vlm": make_qwen2_5_vl_replica(hub_replicas["vlm"].parent / QWEN2_5_VL_DIR, seed=2),
+        "whisper": hub_replicas["whisper"],
+    }

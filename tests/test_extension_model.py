@@ -25,8 +25,8 @@ METHODS = {
 
 
 @pytest.fixture(scope="module")
-def model_and_processor():
-    return tiny_model_and_processor(seed=4)
+def model_and_processor(family):
+    return tiny_model_and_processor(seed=4, family=family)
 
 
 @pytest.fixture()

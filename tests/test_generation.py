@@ -26,9 +26,15 @@ def noise_clip(seconds: float, seed: int) -> np.ndarray:
     return (0.2 * np.random.default_rng(seed).standard_normal(int(seconds * 16000))).astype(np.float32)
 
 
+# Qwen2.5-VL's tiny text weights are drawn after a differently sized vision tower: with seed 0 (and 1-4) the random
+# LM falls into a 2-token loop whatever the audio, which `test_generation_depends_on_audio` cannot see through.
+# (With Qwen2-VL's weights it generates exactly what Qwen2-VL does: tests/test_family_qwen2_5_vl.py.)
+SEEDS = {"qwen2_vl": 0, "qwen2_5_vl": 5}
+
+
 @pytest.fixture(scope="module")
-def model_and_processor():
-    return tiny_model_and_processor(seed=0)
+def model_and_processor(family):
+    return tiny_model_and_processor(seed=SEEDS[family], family=family)
 
 
 def batch_inputs(processor, clips_per_sample, seconds_per_clip, image=None):
@@ -181,13 +187,13 @@ def _continue_conversation(model, processor, extension=None, image=None):
         model.set_context_extension(method="none")
 
 
-def test_continue_from_returned_cache_without_audio():
-    model, processor = tiny_model_and_processor(seed=2)
+def test_continue_from_returned_cache_without_audio(family):
+    model, processor = tiny_model_and_processor(seed=2, family=family)
     _continue_conversation(model, processor)
 
 
-def test_continue_from_cache_with_image_and_extension():
-    model, processor = tiny_model_and_processor(seed=2)
+def test_continue_from_cache_with_image_and_extension(family):
+    model, processor = tiny_model_and_processor(seed=2, family=family)
     image = (np.random.default_rng(0).random((56, 84, 3)) * 255).astype("uint8")
     _continue_conversation(
         model,
@@ -198,9 +204,9 @@ def test_continue_from_cache_with_image_and_extension():
 
 
 @pytest.mark.parametrize("mode", ["greedy", "beam_return_sequences"])
-def test_encoded_once_with_image_and_extension(mode):
+def test_encoded_once_with_image_and_extension(mode, family):
     model, processor = tiny_model_and_processor(
-        seed=0, context_extension={"method": "partial_yarn", "cutoff": 2, "base_audio_seconds": 1.0}
+        seed=0, family=family, context_extension={"method": "partial_yarn", "cutoff": 2, "base_audio_seconds": 1.0}
     )
     image = (np.random.default_rng(0).random((56, 56, 3)) * 255).astype("uint8")
     prompt = processor.apply_chat_template(

@@ -13,22 +13,23 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
-from audio_adapter import AudioVLMConfig, AudioVLMForConditionalGeneration, AudioVLMProcessor, load_pretrained_parts
+from audio_adapter import AudioVLMProcessor, load_pretrained_parts
+from audio_adapter.families import FAMILIES
 from audio_adapter.loading import CheckpointMismatchError
 from audio_adapter.testing import tiny_model_and_processor, tiny_qwen2vl_kwargs
 from tests.conftest import audio_prompt, tone_clip
 
 
-def test_save_load_round_trip_identical_logits(tmp_path):
+def test_save_load_round_trip_identical_logits(tmp_path, family):
     extension = {"method": "partial_yarn", "cutoff": 2, "temperature": 1.2, "base_audio_seconds": 1.0}
-    model, processor = tiny_model_and_processor(seed=1, audio_pool_stride=2, context_extension=extension)
+    model, processor = tiny_model_and_processor(seed=1, family=family, audio_pool_stride=2, context_extension=extension)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
 
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path, local_files_only=True).eval()
     loaded_processor = AudioVLMProcessor.from_pretrained(tmp_path)
-    assert isinstance(loaded, AudioVLMForConditionalGeneration)
-    assert isinstance(AutoConfig.from_pretrained(tmp_path), AudioVLMConfig)
+    assert type(loaded) is FAMILIES[family].model_class
+    assert type(AutoConfig.from_pretrained(tmp_path)) is FAMILIES[family].config_class
     assert loaded.config.audio_pool_stride == 2
     assert loaded.context_extension.method == "partial_yarn" and loaded.context_extension.cutoff == 2
     assert loaded.config.audio_token_id == model.config.audio_token_id

@@ -5,30 +5,33 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, WhisperModel
+from transformers import PreTrainedModel, WhisperModel
 
-from audio_adapter.testing import tiny_model_and_processor, tiny_qwen2vl_kwargs
+from audio_adapter.testing import tiny_family_kwargs, tiny_model_and_processor
 from tests.conftest import audio_prompt, tone_clip
 
 
-def stock_twin(model) -> Qwen2VLForConditionalGeneration:
-    """A stock Qwen2-VL with the same geometry and the same weights as our model (minus audio modules)."""
+def stock_twin(model) -> PreTrainedModel:
+    """A stock model of our model's VLM family (Qwen2-VL, Qwen2.5-VL, ...) with the same geometry and the same
+    weights (minus audio modules)."""
     cfg = model.config
-    stock_cfg = Qwen2VLConfig(
-        **tiny_qwen2vl_kwargs(cfg.text_config.vocab_size),
+    stock_class = next(c for c in type(model).__mro__ if c.__module__.startswith("transformers.models."))
+    stock_config_class = stock_class.config_class
+    stock_cfg = stock_config_class(
+        **tiny_family_kwargs(cfg.text_config.vocab_size, family=stock_config_class.model_type),
         image_token_id=cfg.image_token_id,
         video_token_id=cfg.video_token_id,
         vision_start_token_id=cfg.vision_start_token_id,
         vision_end_token_id=cfg.vision_end_token_id,
     )
-    stock = Qwen2VLForConditionalGeneration(stock_cfg).eval()
+    stock = stock_class(stock_cfg).eval()
     ours = {k: v for k, v in model.state_dict().items() if not k.startswith(("audio_tower.", "audio_projector."))}
     stock.load_state_dict(ours, strict=True)  # raises on any missing or unexpected key
     return stock
 
 
-def test_text_only_logits_equal_stock(tiny):
-    model, processor = tiny
+def test_text_only_logits_equal_stock(tiny_family):
+    model, processor = tiny_family
     stock = stock_twin(model)
     inputs = processor(text=["Hello world, how are you?", "Hi"], padding=True)
     with torch.no_grad():
@@ -38,8 +41,8 @@ def test_text_only_logits_equal_stock(tiny):
     assert (ours - ref).abs().max().item() <= 1e-5
 
 
-def test_text_and_image_logits_equal_stock(tiny):
-    model, processor = tiny
+def test_text_and_image_logits_equal_stock(tiny_family):
+    model, processor = tiny_family
     stock = stock_twin(model)
     rng = np.random.default_rng(0)
     image = (rng.random((70, 90, 3)) * 255).astype("uint8")
@@ -55,8 +58,8 @@ def test_text_and_image_logits_equal_stock(tiny):
     assert (ours - ref).abs().max().item() <= 1e-5
 
 
-def test_audio_changes_text_logits(tiny):
-    model, processor = tiny
+def test_audio_changes_text_logits(tiny_family):
+    model, processor = tiny_family
     prompt = audio_prompt(processor)
     a = processor(text=[prompt], audio=[tone_clip(2.0, 300.0)], sampling_rate=16000)
     b = processor(text=[prompt], audio=[tone_clip(2.0, 1200.0, seed=1)], sampling_rate=16000)
@@ -69,8 +72,8 @@ def test_audio_changes_text_logits(tiny):
     assert diff > 1e-4
 
 
-def test_audio_mixed_with_image_in_one_prompt(tiny):
-    model, processor = tiny
+def test_audio_mixed_with_image_in_one_prompt(tiny_family):
+    model, processor = tiny_family
     image = (np.random.default_rng(1).random((60, 60, 3)) * 255).astype("uint8")
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "audio"}, {"type": "text", "text": "Both?"}]}],
@@ -84,8 +87,8 @@ def test_audio_mixed_with_image_in_one_prompt(tiny):
     assert torch.isfinite(out.logits).all()
 
 
-def test_encoder_matches_whisper_encoder_and_is_frozen(tiny):
-    model, processor = tiny
+def test_encoder_matches_whisper_encoder_and_is_frozen(tiny_family):
+    model, processor = tiny_family
     whisper = WhisperModel(model.config.audio_config).eval()
     whisper.encoder.load_state_dict(model.audio_tower.state_dict())
     features = processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[tone_clip(3.0)], sampling_rate=16000)[
@@ -130,8 +133,8 @@ def test_token_counts_follow_real_audio(seconds, stride, expected_tokens, expect
         )
 
 
-def test_two_clips_are_two_spans(tiny):
-    model, processor = tiny
+def test_two_clips_are_two_spans(tiny_family):
+    model, processor = tiny_family
     prompt = audio_prompt(processor, n_clips=2)
     inputs = processor(text=[prompt], audio=[tone_clip(1.0), tone_clip(2.0)], sampling_rate=16000)
     mask = (inputs["input_ids"][0] == model.config.audio_token_id).int()
@@ -144,8 +147,8 @@ def _inputs(processor, seconds=1.0):
     return processor(text=[audio_prompt(processor)], audio=[tone_clip(seconds)], sampling_rate=16000)
 
 
-def test_error_token_count_mismatch(tiny):
-    model, processor = tiny
+def test_error_token_count_mismatch(tiny_family):
+    model, processor = tiny_family
     inputs = _inputs(processor)
     ids = inputs["input_ids"]
     first = int(torch.nonzero(ids[0] == model.config.audio_token_id)[0])
@@ -156,8 +159,8 @@ def test_error_token_count_mismatch(tiny):
         model(**inputs)
 
 
-def test_error_audio_without_placeholder(tiny):
-    model, processor = tiny
+def test_error_audio_without_placeholder(tiny_family):
+    model, processor = tiny_family
     with pytest.raises(ValueError, match="0 <.AUDIO.> placeholders but 1 audio clips"):
         processor(text=["no placeholder"], audio=[tone_clip(1.0)], sampling_rate=16000)
     text_only = processor(text=["no placeholder"])
@@ -168,8 +171,8 @@ def test_error_audio_without_placeholder(tiny):
         )
 
 
-def test_error_placeholder_without_audio(tiny):
-    model, processor = tiny
+def test_error_placeholder_without_audio(tiny_family):
+    model, processor = tiny_family
     with pytest.raises(ValueError, match="1 <.AUDIO.> placeholders but no audio"):
         processor(text=[audio_prompt(processor)])
     ids = processor.tokenizer(["<|audio_bos|><|AUDIO|><|AUDIO|><|audio_eos|>"], return_tensors="pt")
@@ -177,8 +180,8 @@ def test_error_placeholder_without_audio(tiny):
         model(**ids)
 
 
-def test_error_wrong_mel_bins(tiny):
-    model, processor = tiny
+def test_error_wrong_mel_bins(tiny_family):
+    model, processor = tiny_family
     inputs = _inputs(processor)
     inputs["input_features"] = inputs["input_features"][:, :80]
     with pytest.raises(ValueError, match="80 mel bins but the audio encoder expects 128"):
@@ -191,8 +194,8 @@ def test_error_empty_audio(tiny):
         processor(text=[audio_prompt(processor)], audio=[np.zeros(0, dtype=np.float32)], sampling_rate=16000)
 
 
-def test_error_nan_features(tiny):
-    model, processor = tiny
+def test_error_nan_features(tiny_family):
+    model, processor = tiny_family
     inputs = _inputs(processor)
     inputs["input_features"][0, 3, 7] = float("nan")
     with pytest.raises(ValueError, match="1 non-finite"):

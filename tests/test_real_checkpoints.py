@@ -96,14 +96,17 @@ def test_stock_transformers_loads_each_replica_completely(hub_replicas):
 def readme_run(hub_replicas, tmp_path_factory):
     """Run the README block as written in a fresh folder holding ``talk.flac`` and ``slide.png``, with the
     replicas in place of the hub ids and the CPU in place of the GPU. Returns its namespace, folder and stderr."""
+    return run_readme_block(readme_real_checkpoint_block(), hub_replicas, tmp_path_factory.mktemp("readme"))
+
+
+def run_readme_block(code: str, replicas: dict, work: Path) -> dict:
+    """`readme_run` for a README block ``code`` (its settings lines as in `SETTINGS`) run in ``work``."""
     from PIL import Image
 
-    code = readme_real_checkpoint_block()
     for line in SETTINGS:
         assert code.count(line + "\n") == 1, f"README block lost its settings line {line!r}"
-    code = code.replace(SETTINGS[0], f'VLM, WHISPER = "{hub_replicas["vlm"]}", "{hub_replicas["whisper"]}"')
+    code = code.replace(SETTINGS[0], f'VLM, WHISPER = "{replicas["vlm"]}", "{replicas["whisper"]}"')
     code = code.replace(SETTINGS[1], 'DEVICE, MAX_NEW_TOKENS = "cpu", 6')
-    work = tmp_path_factory.mktemp("readme")
     sf.write(str(work / "talk.flac"), tone_clip(2.5, 440.0, sr=44100), 44100)  # a real user's rate: resampled
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(work / "slide.png")
 

@@ -35,9 +35,9 @@ def _stock_like(model):
 
 
 @pytest.fixture(scope="module")
-def models():
-    ours, processor = tiny_model_and_processor(seed=0, **TINY)
-    helper, _ = tiny_model_and_processor(seed=1, **TINY)  # assistant for assisted decoding
+def models(family):
+    ours, processor = tiny_model_and_processor(seed=0, family=family, **TINY)
+    helper, _ = tiny_model_and_processor(seed=1, family=family, **TINY)  # assistant for assisted decoding
     return {
         "models": {"stock": _stock_like(ours), "ours": ours},
         "assistants": {"stock": _stock_like(helper), "ours": helper},

@@ -18,7 +18,11 @@ EXPECTED = {
     "qwen2vl7b_stage2.yaml",
     "qwen2vl7b_stage2_vlat.yaml",
     "qwen2vl7b_stage2_qlora.yaml",
+    "qwen2_5vl7b_stage1.yaml",
+    "qwen2_5vl7b_stage2.yaml",
 }
+# recipe name prefix -> the real VLM it trains
+REAL_VLMS = {"qwen2vl7b": "Qwen/Qwen2-VL-7B-Instruct", "qwen2_5vl7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
 
 
 def test_all_recipes_present():
@@ -35,10 +39,10 @@ def test_recipe_parses(config, capsys):
     assert trainer["gradient_clip_val"] == 1.0
     assert any("AtomicCheckpointIO" in p["class_path"] for p in trainer["plugins"])
     assert any(c["class_path"].endswith("ModelCheckpoint") for c in trainer["callbacks"])
-    name = config.name
-    if name.startswith("qwen2vl7b"):
+    name, real_vlm = config.name, REAL_VLMS.get(config.name.split("_stage")[0])
+    if real_vlm:
         assert model["model"] == "pretrained"
-        assert model["vlm"] == "Qwen/Qwen2-VL-7B-Instruct" and model["whisper"] == "openai/whisper-large-v3-turbo"
+        assert model["vlm"] == real_vlm and model["whisper"] == "openai/whisper-large-v3-turbo"
         assert trainer["precision"] == "bf16-mixed"
     else:
         assert model["model"] == "tiny" and trainer["accelerator"] == "cpu" and trainer["precision"] == "32-true"
@@ -46,7 +50,7 @@ def test_recipe_parses(config, capsys):
         assert model["stage"] == 2 and model["init_from"]
         assert (model["lora_r"], model["lora_alpha"], model["lora_dropout"]) == (8, 16, 0.05)
         assert model["lora_targets"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
-        if name.startswith("qwen2vl7b"):
+        if real_vlm:
             assert model["lr"] == 5e-5  # paper App. D.1
     else:
         assert model["stage"] == 1

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from transformers import PreTrainedConfig, PreTrainedModel
 
+from .qwen2_5_vl import AudioQwen2_5_VLConfig, AudioQwen2_5_VLForConditionalGeneration
 from .qwen2_vl import AudioVLMConfig, AudioVLMForConditionalGeneration
 
 
@@ -23,6 +24,7 @@ class VLMFamily(NamedTuple):
 # stock model_type (as in a checkpoint's config.json) -> the audio classes over that family
 FAMILIES: dict[str, VLMFamily] = {
     "qwen2_vl": VLMFamily(AudioVLMConfig, AudioVLMForConditionalGeneration, "Qwen2-VL"),
+    "qwen2_5_vl": VLMFamily(AudioQwen2_5_VLConfig, AudioQwen2_5_VLForConditionalGeneration, "Qwen2.5-VL"),
 }
 
 
