@@ -3,7 +3,7 @@
 Raw clips (any rate, mono or stereo, float or PCM integers) -> 16 kHz mono -> Whisper log-mel windows, computed by
 this project's pure-torch code (`audio_features`: no torchaudio, no numpy STFT). Saved and loaded like any
 transformers feature extractor (``feature_extractor_type`` in the processor's ``processor_config.json``) and
-registered with `AutoFeatureExtractor` for `AudioVLMConfig`.
+registered with `AutoFeatureExtractor` for every family's config (`families.FAMILIES`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from transformers import AutoFeatureExtractor, BatchFeature, SequenceFeatureExtr
 
 from .audio_features import N_FFT, LogMelSpectrogram, extract_features, prepare_waveform
 from .audio_lengths import DEFAULT_CHUNK_SECONDS, HOP_LENGTH, SAMPLING_RATE
-from .configuration import AudioVLMConfig
+from .families import FAMILIES
 
 
 class AudioVLMFeatureExtractor(SequenceFeatureExtractor):
@@ -127,4 +127,5 @@ class AudioVLMFeatureExtractor(SequenceFeatureExtractor):
         return BatchFeature({name: out[name] for name in self.model_input_names}, tensor_type=return_tensors)
 
 
-AutoFeatureExtractor.register(AudioVLMConfig, AudioVLMFeatureExtractor, exist_ok=True)
+for _family in FAMILIES.values():
+    AutoFeatureExtractor.register(_family.config_class, AudioVLMFeatureExtractor, exist_ok=True)

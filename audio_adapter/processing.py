@@ -9,9 +9,9 @@ Qwen2-VL's own processor does.
 Saved as transformers 5.x saves any processor: tokenizer files (``tokenizer.json``, ``tokenizer_config.json``
 with ``processor_class``), ``chat_template.jinja``, and ``processor_config.json`` holding ``processor_class``,
 ``audio_frames_per_token`` and the nested ``image_processor`` and ``feature_extractor`` configs. Registered
-with `AutoProcessor` for `AudioVLMConfig`, so ``AutoProcessor.from_pretrained(folder)`` returns it (after
-``import audio_adapter``). Folders saved before (``audio_processor_config.json`` + ``preprocessor_config.json``)
-still load.
+with `AutoProcessor` for every family's config (`families.FAMILIES`), so ``AutoProcessor.from_pretrained(folder)``
+returns it (after ``import audio_adapter``). Folders saved before (``audio_processor_config.json`` +
+``preprocessor_config.json``) still load.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from transformers.utils import PROCESSOR_NAME
 
 from .audio_features import LogMelSpectrogram
 from .audio_lengths import audio_token_count
-from .configuration import AudioVLMConfig
+from .families import FAMILIES
 from .feature_extraction import AudioVLMFeatureExtractor
 from .placeholders import (
     IMAGE_TOKEN,
@@ -426,4 +426,5 @@ def add_audio_tokens(tokenizer):
     return tokenizer
 
 
-AutoProcessor.register(AudioVLMConfig, AudioVLMProcessor, exist_ok=True)
+for _family in FAMILIES.values():  # every VLM family's saved folder loads this processor
+    AutoProcessor.register(_family.config_class, AudioVLMProcessor, exist_ok=True)

@@ -148,7 +148,7 @@ def test_every_qwen2_5_vl_replica_tensor_arrives_bit_equal(readme_run_qwen2_5_vl
 
 
 def test_saved_qwen2_5_vl_folder_round_trips(readme_run_qwen2_5_vl):
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from audio_adapter import AudioVLMProcessor
 
@@ -157,7 +157,8 @@ def test_saved_qwen2_5_vl_folder_round_trips(readme_run_qwen2_5_vl):
     assert type(reloaded) is type(ns["model"])
     before, after = ns["model"].state_dict(), reloaded.state_dict()
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
-    processor = AudioVLMProcessor.from_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(str(folder))  # the Auto class, as for Qwen2-VL folders
+    assert type(processor) is AudioVLMProcessor
     batch = processor(
         text=ns["prompts"],
         audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
