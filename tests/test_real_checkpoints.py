@@ -230,6 +230,35 @@ def test_saved_folder_round_trips(readme_run):
         assert torch.equal(reloaded.generate(**batch, max_new_tokens=6), ns["out"])
 
 
+def test_readme_auto_classes_block_loads_the_saved_folder(readme_run):
+    """The README's `AutoProcessor` / `AutoModelForImageTextToText` block, as written, on the folder the README
+    block saved: our classes come back and generate what the original pair generated."""
+    from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
+
+    text = README.read_text()
+    section = text[text.index("### The processor: a transformers `ProcessorMixin`") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    assert ASSEMBLED in code
+    ns, namespace, cwd = readme_run["ns"], {"__name__": "readme"}, os.getcwd()
+    try:
+        os.chdir(readme_run["dir"])
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the README's own code, on purpose)
+    finally:
+        os.chdir(cwd)
+    processor, model = namespace["processor"], namespace["model"].eval()
+    assert type(processor) is AudioVLMProcessor and type(model) is AudioVLMForConditionalGeneration
+    batch = processor(
+        text=ns["prompts"],
+        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
+        images=[ns["image"]],
+        sampling_rate=ns["sr"],
+        return_tensors="pt",
+    )
+    assert torch.equal(batch["input_ids"], ns["batch"]["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(model.generate(**batch, max_new_tokens=6), ns["out"])
+
+
 @pytest.fixture(scope="module")
 def mcqa(tmp_path_factory):
     from recipes.synthetic import make_mcqa_dataset
