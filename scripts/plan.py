@@ -31,6 +31,7 @@ batch (or gradient accumulation) buys back.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -58,10 +59,11 @@ def full_size_config():
     from audio_adapter import AudioVLMConfig
     from audio_adapter.hub_replicas import QWEN2_VL_7B_CONFIG, WHISPER_TURBO_CONFIG
 
-    settings = Qwen2VLConfig.from_dict(dict(QWEN2_VL_7B_CONFIG)).to_dict()
+    # deep copies: transformers rewrites the nested rope_scaling dict in place, and the replicas write these dicts
+    settings = Qwen2VLConfig.from_dict(copy.deepcopy(QWEN2_VL_7B_CONFIG)).to_dict()
     for key in ("model_type", "architectures", "transformers_version", "auto_map"):
         settings.pop(key, None)
-    return AudioVLMConfig(**settings, audio_config=WhisperConfig.from_dict(dict(WHISPER_TURBO_CONFIG)))
+    return AudioVLMConfig(**settings, audio_config=WhisperConfig.from_dict(copy.deepcopy(WHISPER_TURBO_CONFIG)))
 
 
 def meta_model(config=None):
@@ -111,8 +113,6 @@ class RecipePlan:
 
 def trainable_parameters(model, recipe: dict) -> int:
     """Trainable tensors of a recipe's ``model:`` section, counted on (a deep copy of) the meta model."""
-    import copy
-
     from recipes.module import lora_target_regex
 
     hidden = model.config.text_config.hidden_size

@@ -73,3 +73,15 @@ def test_memory_estimate_terms(result):
 def test_readme_shows_the_plan(result):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert plan_script.render(result) in readme
+
+
+def test_building_the_plan_leaves_the_replica_configs_untouched():
+    """transformers rewrites a config's nested rope_scaling dict in place: the plan must build from copies, or
+    every hub replica written later in the same process carries keys the hub file does not have."""
+    import copy
+
+    from audio_adapter.hub_replicas import QWEN2_VL_7B_CONFIG, WHISPER_TURBO_CONFIG
+
+    before = copy.deepcopy((QWEN2_VL_7B_CONFIG, WHISPER_TURBO_CONFIG))
+    plan_script.full_size_config()
+    assert (QWEN2_VL_7B_CONFIG, WHISPER_TURBO_CONFIG) == before

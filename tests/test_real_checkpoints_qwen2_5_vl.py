@@ -8,6 +8,7 @@ tensor bit for bit, place the audio tokens after Qwen2.5's last added token, and
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_full_size_config_is_the_7b_checkpoint():
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_dict(dict(QWEN2_5_VL_7B_CONFIG)))
+        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_dict(copy.deepcopy(QWEN2_5_VL_7B_CONFIG)))
     assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
     assert sum(p.numel() * 2 for p in model.state_dict().values()) == 16_584_333_312
 
