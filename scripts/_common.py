@@ -40,8 +40,9 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = 
 
 
 ASSEMBLE_HINT = (
-    "assemble one first: python -m scripts.assemble --vlm <Qwen2-VL checkpoint> --whisper <Whisper checkpoint> "
-    "--out <folder> (or python -m scripts.export for a trained run), then pass --model <folder>"
+    "assemble one first: python -m scripts.assemble --vlm <Qwen2-VL or Qwen2.5-VL checkpoint> "
+    "--whisper <Whisper checkpoint> --out <folder> (or python -m scripts.export for a trained run), "
+    "then pass --model <folder>"
 )
 
 

@@ -199,3 +199,20 @@ def test_control_tokens_in_cli_text_are_refused(files, flag, bad, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and "<|" in err
+
+
+def test_cli_loads_a_qwen2_5_vl_folder(files, tmp_path, capsys):
+    """The CLIs load a saved folder of either VLM family (through the Auto classes) and decode as `generate` does."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from audio_adapter.families.qwen2_5_vl import AudioQwen2_5_VLForConditionalGeneration
+
+    _, audio, _ = files
+    ckpt = save_tiny_checkpoint(tmp_path / "qwen2_5", seed=5, family="qwen2_5_vl")
+    argv = ["--model", str(ckpt), "--audio", str(audio[0]), "--prompt", PROMPT, "--max-new-tokens", "6"]
+    cli_text = generate.main([*argv, "--device", "cpu"])
+    capsys.readouterr()
+    model = AutoModelForImageTextToText.from_pretrained(str(ckpt)).eval()
+    assert type(model) is AudioQwen2_5_VLForConditionalGeneration
+    processor = AutoProcessor.from_pretrained(str(ckpt))
+    assert generate.generate_text(model, processor, [audio[0]], PROMPT, max_new_tokens=6) == cli_text
