@@ -41,11 +41,27 @@ def readme_real_checkpoint_block() -> str:
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
-def _replica_state(directory: Path) -> dict[str, torch.Tensor]:
+def replica_state(directory: Path) -> dict[str, torch.Tensor]:
     state = {}
     for file in sorted(directory.glob("*.safetensors")):
         state.update(load_file(str(file)))
     return state
+
+
+def assert_vlm_tensors_bit_equal(state: dict, replica: dict, audio_rows: list[int]) -> None:
+    """Every legacy-named replica tensor is in the model's ``state`` (transformers' key renames), bit-equal in bf16;
+    the embedding and lm_head rows of the 3 new audio tokens (``audio_rows``) are the mean of the known rows."""
+    for key, tensor in replica.items():
+        ours = state[re.sub(r"^visual\.", "model.visual.", re.sub(r"^model\.(?!visual)", "model.language_model.", key))]
+        assert ours.dtype == tensor.dtype == torch.bfloat16, key
+        if key in ("model.embed_tokens.weight", "lm_head.weight"):  # the 3 new rows take the mean of the known ones
+            keep = torch.ones(tensor.shape[0], dtype=torch.bool)
+            keep[audio_rows] = False
+            assert torch.equal(ours[keep], tensor[keep]), key
+            mean = tensor[: audio_rows[0]].float().mean(0).to(torch.bfloat16)
+            assert torch.equal(ours[audio_rows], mean.expand(3, -1)), key
+        else:
+            assert torch.equal(ours, tensor), key
 
 
 # ============================================================================================ the replicas
@@ -65,7 +81,7 @@ def test_stock_transformers_loads_each_replica_completely(hub_replicas):
     assert (config["bos_token_id"], config["eos_token_id"], config["image_token_id"]) == (151643, 151645, 151655)
     assert json.loads((vlm / "generation_config.json").read_text()) == QWEN2_VL_GENERATION_CONFIG
 
-    files = _replica_state(vlm)
+    files = replica_state(vlm)
     index = json.loads((vlm / "model.safetensors.index.json").read_text())["weight_map"]
     assert set(index) == set(files) and len(set(index.values())) == 5  # the hub shards it into five files
     assert all(re.match(r"^(model\.(layers|embed_tokens|norm)|visual|lm_head)\.", k) for k in files)
@@ -160,17 +176,7 @@ def test_every_replica_tensor_arrives_bit_equal(readme_run, hub_replicas):
     model = readme_run["ns"]["model"]
     state = model.state_dict()
     audio_rows = [151657, 151658, 151659]
-    for key, tensor in _replica_state(hub_replicas["vlm"]).items():
-        ours = state[re.sub(r"^visual\.", "model.visual.", re.sub(r"^model\.(?!visual)", "model.language_model.", key))]
-        assert ours.dtype == tensor.dtype == torch.bfloat16, key
-        if key in ("model.embed_tokens.weight", "lm_head.weight"):  # the 3 new rows take the mean of the known ones
-            keep = torch.ones(tensor.shape[0], dtype=torch.bool)
-            keep[audio_rows] = False
-            assert torch.equal(ours[keep], tensor[keep]), key
-            mean = tensor[: audio_rows[0]].float().mean(0).to(torch.bfloat16)
-            assert torch.equal(ours[audio_rows], mean.expand(3, -1)), key
-        else:
-            assert torch.equal(ours, tensor), key
+    assert_vlm_tensors_bit_equal(state, replica_state(hub_replicas["vlm"]), audio_rows)
     whisper = load_file(str(hub_replicas["whisper"] / "model.safetensors"))
     encoder = {k[len("model.encoder.") :]: v for k, v in whisper.items() if k.startswith("model.encoder.")}
     tower = model.audio_tower.state_dict()

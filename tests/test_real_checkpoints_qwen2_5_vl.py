@@ -11,11 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from audio_adapter.hub_replica_qwen2_5_vl import (
     QWEN2_5_EXTRA_TOKENS,
@@ -25,16 +23,17 @@ from audio_adapter.hub_replica_qwen2_5_vl import (
 )
 from audio_adapter.hub_replicas import QWEN2_VL_CHAT_TEMPLATE, QWEN2_VL_REPLICA_WIDTHS
 from audio_adapter.tokenizer import AUDIO_SPECIAL_TOKENS, QWEN2_VL_SPECIAL_TOKENS
-from tests.test_real_checkpoints import ASSEMBLED, README, SETTINGS, readme_real_checkpoint_block, run_readme_block
+from tests.test_real_checkpoints import (
+    ASSEMBLED,
+    README,
+    SETTINGS,
+    assert_vlm_tensors_bit_equal,
+    readme_real_checkpoint_block,
+    replica_state,
+    run_readme_block,
+)
 
 AUDIO_TOKEN_IDS = [151665, 151666, 151667]  # after Qwen2.5's 22 added tokens (Qwen2-VL: 151657..151659)
-
-
-def _replica_state(directory: Path) -> dict[str, torch.Tensor]:
-    state = {}
-    for file in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(str(file)))
-    return state
 
 
 def test_stock_qwen2_5_vl_loads_the_replica_completely(hub_replica_qwen2_5_vl):
@@ -58,7 +57,7 @@ def test_stock_qwen2_5_vl_loads_the_replica_completely(hub_replica_qwen2_5_vl):
     assert json.loads((vlm / "chat_template.json").read_text())["chat_template"] == QWEN2_VL_CHAT_TEMPLATE
     assert json.loads((vlm / "preprocessor_config.json").read_text())["processor_class"] == "Qwen2_5_VLProcessor"
 
-    files = _replica_state(vlm)
+    files = replica_state(vlm)
     index = json.loads((vlm / "model.safetensors.index.json").read_text())["weight_map"]
     assert set(index) == set(files) and len(set(index.values())) == 5
     assert all(re.match(r"^(model\.(layers|embed_tokens|norm)|visual|lm_head)\.", k) for k in files)
@@ -131,21 +130,11 @@ def test_readme_block_runs_on_qwen2_5_vl(readme_run_qwen2_5_vl):
 
 def test_every_qwen2_5_vl_replica_tensor_arrives_bit_equal(readme_run_qwen2_5_vl, hub_replica_qwen2_5_vl):
     state = readme_run_qwen2_5_vl["ns"]["model"].state_dict()
-    replica = _replica_state(hub_replica_qwen2_5_vl["vlm"])
+    replica = replica_state(hub_replica_qwen2_5_vl["vlm"])
     assert len(replica) == len([k for k in state if not k.startswith(("audio_tower.", "audio_projector."))])
     summary = [s for s in readme_run_qwen2_5_vl["stderr"].splitlines() if s.startswith("audio_adapter: loaded")]
     assert len(summary) == 1 and f"loaded {len(replica)} Qwen2.5-VL tensors" in summary[0]
-    for key, tensor in replica.items():
-        ours = state[re.sub(r"^visual\.", "model.visual.", re.sub(r"^model\.(?!visual)", "model.language_model.", key))]
-        assert ours.dtype == tensor.dtype == torch.bfloat16, key
-        if key in ("model.embed_tokens.weight", "lm_head.weight"):  # the 3 new rows take the mean of the known ones
-            keep = torch.ones(tensor.shape[0], dtype=torch.bool)
-            keep[AUDIO_TOKEN_IDS] = False
-            assert torch.equal(ours[keep], tensor[keep]), key
-            mean = tensor[: AUDIO_TOKEN_IDS[0]].float().mean(0).to(torch.bfloat16)
-            assert torch.equal(ours[AUDIO_TOKEN_IDS], mean.expand(3, -1)), key
-        else:
-            assert torch.equal(ours, tensor), key
+    assert_vlm_tensors_bit_equal(state, replica, AUDIO_TOKEN_IDS)
 
 
 def test_saved_qwen2_5_vl_folder_round_trips(readme_run_qwen2_5_vl):
