@@ -8,6 +8,8 @@ and expanded per sample, as the stock model does for images.
 
 from __future__ import annotations
 
+from .transformers_hooks import STOCK_CACHE_ARGUMENT
+
 AUDIO_ENCODER_OUTPUT_KEY = "audio"
 
 
@@ -51,13 +53,16 @@ class AudioGenerationMixin:
         Assistant calls (``is_first_iteration`` False) continue a prompt the main model already checked."""
         audio = (model_kwargs.get("mm_encoder_outputs") or {}).get(AUDIO_ENCODER_OUTPUT_KEY)
         if is_first_iteration and audio is None and input_ids.ndim == 2 and input_ids.shape[1]:
-            cache = model_kwargs.get("past_key_values")
+            cache = model_kwargs.get(STOCK_CACHE_ARGUMENT)
             past = int(cache.get_seq_length()) if cache is not None else 0
             mask = model_kwargs.get("attention_mask")
             mask_length = mask.shape[1] if mask is not None else getattr(generation_config, "_mask_length", -1)
             # as stock `_prefill` slices: the full history is given when it matches the mask's length
             uncached = input_ids[:, past:] if past and mask_length == input_ids.shape[1] else input_ids
             self._check_placeholders_have_audio(uncached)
+        if not model_kwargs.get("use_cache", True) and input_ids.ndim == 2:
+            # Without a cache every step re-reads the whole sequence: only the prompt holds placeholders.
+            model_kwargs["audio_prompt_length"] = input_ids.shape[1]
         return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
 
     def _expand_multimodal_outputs(self, input_ids, mm_encoder_output, expand_size=1, inputs_embeds=None):

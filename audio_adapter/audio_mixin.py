@@ -7,18 +7,10 @@ at the ``<|AUDIO|>`` placeholders in `forward`, builds extended positions when a
 (`audio_positions.py`) and keeps audio alive through `generate()` (`audio_generation.py`). With no audio and
 no extension every call goes to the stock class unchanged.
 
-It relies on these transformers internals of the stock class, listed in `PRIVATE_TRANSFORMERS_HOOKS` (a test
-checks each exists, with these parameters, on every registered family, so an upgrade that renames one fails
-loudly):
-
-    _maybe_prepare_encoder_kwargs_for_generation, _prefill, _expand_multimodal_outputs,
-    _prepare_position_ids_for_generation      generation hooks overridden in `audio_generation.py`
-    _init_weights                              weight init, extended for the audio modules
-    forward(mm_encoder_outputs=...)            pre-encoded multimodal outputs passed to the stock forward
-    model.compute_3d_position_ids(...)         stock M-RoPE positions of a prompt (`audio_positions.py`)
-    model.rope_deltas                          cached M-RoPE offset, read for cache continuations
-    model.language_model.rotary_emb            the rotary module replaced by its audio-aware subclass, with
-        .inv_freq, .mrope_section, .attention_scaling, .original_max_seq_len (read by `rotary.py`)
+It relies on a few transformers internals of the stock class; they are listed, per supported release, in
+`transformers_hooks.py` (`PRIVATE_TRANSFORMERS_HOOKS`), which the tests check on every registered family. The KV
+cache arrives as ``cache`` (transformers 5.24) or ``past_key_values`` (5.23), and is handed on under the
+installed release's own name.
 """
 
 from __future__ import annotations
@@ -37,28 +29,9 @@ from .audio_positions import AudioPositionsMixin
 from .projector import build_audio_projector
 from .real_frames import encode_real_frames, real_mel_frames
 from .rotary import audio_aware_rotary
+from .transformers_hooks import PRIVATE_TRANSFORMERS_HOOKS, cache_kwarg, resolve_cache_argument
 
-# dotted path on a stock model instance -> parameter names the mixin passes to it (() for plain attributes)
-PRIVATE_TRANSFORMERS_HOOKS: dict[str, tuple[str, ...]] = {
-    "_maybe_prepare_encoder_kwargs_for_generation": (
-        "inputs_tensor",
-        "model_kwargs",
-        "model_input_name",
-        "generation_config",
-    ),
-    "_prefill": ("input_ids", "generation_config", "model_kwargs", "is_first_iteration"),
-    "_expand_multimodal_outputs": ("input_ids", "mm_encoder_output", "expand_size", "inputs_embeds"),
-    "_prepare_position_ids_for_generation": ("inputs_tensor", "model_kwargs"),
-    "_init_weights": ("module",),
-    "forward": ("input_ids", "attention_mask", "position_ids", "past_key_values", "inputs_embeds"),
-    "model.compute_3d_position_ids": ("input_ids", "inputs_embeds", "attention_mask", "past_key_values"),
-    "model.rope_deltas": (),
-    "model.language_model.rotary_emb": ("x", "position_ids"),
-    "model.language_model.rotary_emb.inv_freq": (),
-    "model.language_model.rotary_emb.mrope_section": (),
-    "model.language_model.rotary_emb.attention_scaling": (),
-    "model.language_model.rotary_emb.original_max_seq_len": (),
-}
+__all__ = ["PRIVATE_TRANSFORMERS_HOOKS", "AudioVLMMixin", "pool_audio_frames"]
 
 
 def pool_audio_frames(frames: torch.Tensor, pool_stride: int) -> torch.Tensor:
@@ -183,7 +156,7 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
 
     # ------------------------------------------------------------------ placeholders without audio
     @staticmethod
-    def _is_prompt_forward(past_key_values) -> bool:
+    def _is_prompt_forward(cache) -> bool:
         """Whether this forward starts a sequence (no cache, or one holding nothing yet), in eager mode.
 
         Only a prompt's ``<|AUDIO|>`` tokens are placeholders that need audio; tokens fed after a cached prefix
@@ -193,7 +166,7 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
         prompt before prefill instead, in `_prefill`)."""
         if torch.compiler.is_compiling():
             return False
-        return past_key_values is None or not getattr(past_key_values, "is_initialized", True)
+        return cache is None or not getattr(cache, "is_initialized", True)
 
     def _check_placeholders_have_audio(self, input_ids: torch.Tensor) -> None:
         """Raise if the prompt tokens ``input_ids`` (B, L) hold ``<|AUDIO|>`` placeholders (no audio was given)."""
@@ -227,16 +200,26 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
             return mm_encoder_outputs, torch.cat(list(pre_encoded), dim=0)
         return mm_encoder_outputs, None
 
-    def _embeds_with_audio(self, input_ids, inputs_embeds, audio_embeds, past_key_values):
-        """``inputs_embeds`` with ``audio_embeds`` spliced at the placeholders; without audio, unchanged after
-        checking that a prompt holds no placeholders."""
+    @staticmethod
+    def _placeholder_ids(input_ids: torch.Tensor, audio_prompt_length: int | None) -> torch.Tensor:
+        """``input_ids`` (B, L) as far as placeholders go: tokens from ``audio_prompt_length`` on were generated
+        (`generate` without a cache re-reads them every step) and are text, so they cannot count as audio."""
+        if audio_prompt_length is None or audio_prompt_length >= input_ids.shape[1]:
+            return input_ids
+        placeholder_ids = input_ids.clone()
+        placeholder_ids[:, audio_prompt_length:] = -1
+        return placeholder_ids
+
+    def _embeds_with_audio(self, input_ids, inputs_embeds, audio_embeds, cache, placeholder_ids):
+        """``inputs_embeds`` with ``audio_embeds`` spliced at the placeholders of ``placeholder_ids``; without
+        audio, unchanged after checking that a prompt holds no placeholders."""
         if audio_embeds is None:
-            if self._is_prompt_forward(past_key_values):
-                self._check_placeholders_have_audio(input_ids)
+            if self._is_prompt_forward(cache):
+                self._check_placeholders_have_audio(placeholder_ids)
             return inputs_embeds
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        return self._splice_audio(input_ids, inputs_embeds, audio_embeds)
+        return self._splice_audio(placeholder_ids, inputs_embeds, audio_embeds)
 
     def _with_zero_audio(self, input_ids, inputs_embeds):
         """Training batch without audio: add `_zero_audio_contribution` to the embeddings (DDP keeps in step)."""
@@ -252,7 +235,7 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -266,6 +249,8 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
         input_features: torch.FloatTensor | None = None,
         input_features_mask: torch.Tensor | None = None,
         virtual_audio_tokens: torch.Tensor | None = None,
+        past_key_values=None,
+        audio_prompt_length: int | None = None,
         **kwargs,
     ):
         r"""The stock forward plus audio. Other stock inputs (Qwen2.5-VL's ``second_per_grid_ts``) pass via ``kwargs``
@@ -275,17 +260,21 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
             in the batch, in order (a clip longer than one window spans several consecutive chunks).
         input_features_mask (`(num_chunks, 2 * max_source_positions)`): 1 on mel frames of real audio.
         virtual_audio_tokens (`(batch,)` or float): VLAT virtual length per sample (training only).
+        cache / past_key_values: the KV cache under either name (`transformers_hooks.resolve_cache_argument`).
+        audio_prompt_length (int): set by `generate` without a cache: columns from here on are generated text.
         """
+        cache = resolve_cache_argument(cache, past_key_values)
         stock = dict(labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
         stock.update(pixel_values=pixel_values, pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw)
         stock.update(video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids)
         mm_encoder_outputs, audio_embeds = self._audio_embeds(input_features, input_features_mask, mm_encoder_outputs)
         if input_ids is not None:
-            inputs_embeds = self._embeds_with_audio(input_ids, inputs_embeds, audio_embeds, past_key_values)
+            placeholder_ids = self._placeholder_ids(input_ids, audio_prompt_length)
+            inputs_embeds = self._embeds_with_audio(input_ids, inputs_embeds, audio_embeds, cache, placeholder_ids)
             if position_ids is None and self._uses_extended_positions(virtual_audio_tokens):
                 mrope_kwargs = {name: stock.get(name) for name in self.mrope_position_kwargs}
                 position_ids = self._forward_position_ids(
-                    input_ids, attention_mask, past_key_values, inputs_embeds, virtual_audio_tokens, mrope_kwargs
+                    placeholder_ids, attention_mask, cache, inputs_embeds, virtual_audio_tokens, mrope_kwargs
                 )
         elif audio_embeds is not None:
             raise ValueError("audio inputs need input_ids to locate the <|AUDIO|> placeholders")
@@ -295,8 +284,8 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             mm_encoder_outputs=mm_encoder_outputs,
+            **cache_kwarg(cache),
             **stock,
         )

@@ -12,6 +12,7 @@ from extension.partial_yarn import audio_span_offsets
 from extension.whole_context import context_factor
 
 from .rotary import pack_extended_positions
+from .transformers_hooks import cache_kwarg
 
 
 class AudioPositionsMixin:
@@ -56,21 +57,21 @@ class AudioPositionsMixin:
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        past_key_values,
+        cache,
         inputs_embeds: torch.Tensor | None,
         virtual_audio_tokens,
         mrope_kwargs: dict,
     ) -> torch.Tensor:
         """Extended positions for a forward given no ``position_ids``; ``mrope_kwargs``: the forward's values of
         `mrope_position_kwargs` (grids, token types) for the stock M-RoPE positions of a prompt."""
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = cache.get_seq_length() if cache is not None else 0
         text = self._text_positions(input_ids, attention_mask, past)
         if past == 0:
             raw = self.model.compute_3d_position_ids(
                 input_ids=input_ids,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                past_key_values=None,
+                **cache_kwarg(None),  # Qwen2.5-VL's has no default
                 **mrope_kwargs,
             )
             raw = text[None].expand(3, -1, -1) if raw is None else raw

@@ -21,6 +21,7 @@ from extension import AudioContextExtension
 from .families import family_of
 from .processing import add_audio_tokens
 from .tokenizer import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
+from .transformers_hooks import LOAD_REPORT_TEXT
 
 # Keys of a full Whisper checkpoint that are not the encoder (expected to be skipped).
 _WHISPER_NON_ENCODER = re.compile(r"^(model\.decoder\.|proj_out\.)")
@@ -33,7 +34,7 @@ class CheckpointMismatchError(ValueError):
 
 class _DropLoadReport(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "LOAD REPORT" not in str(record.msg)
+        return LOAD_REPORT_TEXT not in str(record.msg)
 
 
 @contextlib.contextmanager

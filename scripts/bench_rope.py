@@ -36,6 +36,7 @@ from rich.console import Console
 from transformers import DynamicCache, LogitsProcessorList
 
 from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.transformers_hooks import cache_kwarg
 from scripts._bench_stats import RatioResult, StepClock, bootstrap_median_ci, cpu_clock, interleave, paired_ratio, timed
 
 PREFILL_TARGET = 1.03
@@ -105,7 +106,7 @@ def decode_step_measure(model, inputs: dict, setting: dict, new_tokens: int, cac
         model.generate(
             input_ids=ids,
             attention_mask=mask,
-            past_key_values=cache,
+            **cache_kwarg(cache),
             max_new_tokens=new_tokens + 1,
             min_new_tokens=new_tokens + 1,
             do_sample=False,

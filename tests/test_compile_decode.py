@@ -15,6 +15,7 @@ import torch
 from transformers import CompileConfig, LogitsProcessorList
 
 from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.transformers_hooks import cache_kwarg, returned_cache
 from tests.conftest import audio_prompt, tone_clip
 from tests.training_helpers import single_thread  # noqa: F401 (autouse: tiny models, no OpenMP spinning)
 
@@ -55,9 +56,9 @@ def test_one_decode_step_with_audio_in_cache_has_no_graph_breaks(extension):
         mask = torch.cat([inputs["attention_mask"], torch.ones_like(next_ids)], dim=1)
 
         def step(ids, attention_mask, cache):
-            return model(input_ids=ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True).logits
+            return model(input_ids=ids, attention_mask=attention_mask, **cache_kwarg(cache), use_cache=True).logits
 
-        explained = torch._dynamo.explain(step)(next_ids, mask, prefill.past_key_values)
+        explained = torch._dynamo.explain(step)(next_ids, mask, returned_cache(prefill))
     assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
     assert explained.graph_count == 1
 
@@ -110,7 +111,7 @@ def test_prompt_placeholders_without_audio_still_raise(model_and_processor):
             model.generate(
                 input_ids=history,
                 attention_mask=torch.ones_like(history),
-                past_key_values=first.past_key_values,
+                **cache_kwarg(returned_cache(first)),
                 max_new_tokens=2,
             )
     model.__dict__.pop("_compiled_call", None)
@@ -132,12 +133,12 @@ def test_generated_audio_token_with_audio_in_cache_is_text(model_and_processor):
         assert (out[:, prompt_length + 0] == audio_id).all() and (out[:, prompt_length + 2] == audio_id).all()
 
         prefill = model(**inputs, use_cache=True)
-        cache_copy = copy.deepcopy(prefill.past_key_values)
+        cache_copy = copy.deepcopy(returned_cache(prefill))
         ids = torch.full((2, 1), audio_id)
         mask = torch.cat([inputs["attention_mask"], torch.ones_like(ids)], dim=1)
         # explicit positions: stock Qwen2-VL cannot derive a decode step's positions from inputs_embeds + a 2D mask
         positions = (mask.cumsum(-1) - 1)[None, :, -1:].expand(3, -1, -1)
         step = dict(attention_mask=mask, position_ids=positions)
-        as_token = model(input_ids=ids, past_key_values=prefill.past_key_values, **step).logits
-        as_text = model(inputs_embeds=model.get_input_embeddings()(ids), past_key_values=cache_copy, **step).logits
+        as_token = model(input_ids=ids, **cache_kwarg(returned_cache(prefill)), **step).logits
+        as_text = model(inputs_embeds=model.get_input_embeddings()(ids), **cache_kwarg(cache_copy), **step).logits
     assert torch.equal(as_token, as_text)

@@ -11,6 +11,7 @@ from transformers import AutoConfig, DynamicCache
 from audio_adapter.families.qwen2_vl import AudioVLMConfig
 from audio_adapter.rotary import AudioAwareRotaryEmbedding
 from audio_adapter.testing import tiny_model_and_processor, tiny_qwen2vl_kwargs
+from audio_adapter.transformers_hooks import cache_kwarg
 from extension import AudioContextExtension
 from tests.conftest import audio_prompt, tone_clip
 
@@ -64,14 +65,14 @@ def test_full_forward_equals_prefill_plus_cached_decode(model_and_processor, wit
             input_features_mask=inputs["input_features_mask"],
         ).logits
         cache = DynamicCache(config=model.config)
-        prefill = model(**inputs, past_key_values=cache, use_cache=True).logits
+        prefill = model(**inputs, **cache_kwarg(cache), use_cache=True).logits
         step_logits = []
         for i in range(continuation.shape[1]):
             length = inputs["input_ids"].shape[1] + i + 1
             out = model(
                 input_ids=continuation[:, i : i + 1],
                 attention_mask=torch.ones(1, length, dtype=torch.long),
-                past_key_values=cache,
+                **cache_kwarg(cache),
                 use_cache=True,
             )
             step_logits.append(out.logits[:, -1])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.transformers_hooks import cache_kwarg, returned_cache
 from tests.conftest import audio_prompt, tone_clip
 
 
@@ -163,7 +164,7 @@ def _continue_conversation(model, processor, extension=None, image=None):
             second = model.generate(
                 input_ids=history,
                 attention_mask=torch.ones_like(history),
-                past_key_values=out.past_key_values,
+                **cache_kwarg(returned_cache(out)),
                 max_new_tokens=4,
                 min_new_tokens=4,
                 do_sample=False,

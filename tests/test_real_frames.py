@@ -9,6 +9,7 @@ from audio_adapter import AudioVLMConfig, AudioVLMForConditionalGeneration
 from audio_adapter.audio_lengths import audio_token_count
 from audio_adapter.real_frames import real_mel_frames, whisper_encoder_forward
 from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.transformers_hooks import STOCK_CACHE_ARGUMENT, cache_kwarg, returned_cache
 from tests.conftest import audio_prompt, tone_clip
 
 
@@ -140,7 +141,7 @@ def test_bad_flag_value_is_refused():
 
 
 def test_generate_continuing_a_cache_keeps_partial_yarn():
-    """generate(past_key_values=...) on a prompt whose audio is cached: Qwen2-VL hands back one row of positions
+    """generate(cache=...) on a prompt whose audio is cached: Qwen2-VL hands back one row of positions
     there; the continuation must still get extended positions (it used to get 3 mixed-up rows, silently)."""
     model, processor = tiny_model_and_processor(
         seed=0, context_extension=dict(method="partial_yarn", cutoff=2, temperature=1.3, base_audio_seconds=1.0)
@@ -163,14 +164,14 @@ def test_generate_continuing_a_cache_keeps_partial_yarn():
             {
                 "input_ids": first.sequences,
                 "attention_mask": torch.ones_like(first.sequences),
-                "past_key_values": first.past_key_values,
+                STOCK_CACHE_ARGUMENT: returned_cache(first),
             },
         )
         assert positions.shape[0] == 9
         rest = model.generate(
             input_ids=first.sequences,
             attention_mask=torch.ones_like(first.sequences),
-            past_key_values=first.past_key_values,
+            **cache_kwarg(returned_cache(first)),
             max_new_tokens=3,
             min_new_tokens=3,
             do_sample=False,

@@ -21,6 +21,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.transformers_hooks import cache_kwarg, returned_cache
 from tests.test_model import stock_twin
 from tests.training_helpers import single_thread  # noqa: F401 (autouse: tiny models, no OpenMP spinning)
 
@@ -121,6 +122,16 @@ def case_forced_audio_token(model, processor, assistant):
     return out
 
 
+def case_forced_audio_token_without_cache(model, processor, assistant):
+    """``use_cache=False``: every step re-reads the whole sequence, generated ``<|AUDIO|>`` tokens included."""
+    inputs = _text_batch(processor)
+    audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    force = ForceTokenAt(audio_id, {1, 2, 4}, inputs["input_ids"].shape[1])
+    out = _generate(model, inputs, do_sample=False, use_cache=False, logits_processor=LogitsProcessorList([force]))
+    assert (out["sequences"][:, inputs["input_ids"].shape[1] :][:, [1, 2, 4]] == audio_id).all()
+    return out
+
+
 def case_forced_audio_token_beams(model, processor, assistant):
     inputs = _text_batch(processor)
     audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
@@ -133,19 +144,19 @@ def case_compiled_decode_step_fullgraph(model, processor, assistant):
     torch._dynamo.reset()
     inputs = _text_batch(processor)
     with torch.no_grad():
-        prefill = model(**inputs, past_key_values=DynamicCache(config=model.config), use_cache=True)
+        prefill = model(**inputs, **cache_kwarg(DynamicCache(config=model.config)), use_cache=True)
         next_ids = prefill.logits[:, -1:].argmax(-1)
         mask = torch.cat([inputs["attention_mask"], torch.ones_like(next_ids)], dim=1)
-        eager_cache = copy.deepcopy(prefill.past_key_values)
+        eager_cache = copy.deepcopy(returned_cache(prefill))
 
         # explicit positions, as generate() passes them (stock derives them from a stale `rope_deltas` otherwise)
         positions = (mask.cumsum(-1) - 1)[None, :, -1:].expand(3, -1, -1)
 
         def step(ids, attention_mask, cache):
             step_inputs = {"input_ids": ids, "attention_mask": attention_mask, "position_ids": positions}
-            return model(**step_inputs, past_key_values=cache, use_cache=True).logits
+            return model(**step_inputs, **cache_kwarg(cache), use_cache=True).logits
 
-        compiled = torch.compile(step, fullgraph=True, backend="eager")(next_ids, mask, prefill.past_key_values)
+        compiled = torch.compile(step, fullgraph=True, backend="eager")(next_ids, mask, returned_cache(prefill))
         eager = step(next_ids, mask, eager_cache)
     # under tracing transformers builds an explicit attention mask where eager may skip it: equal up to rounding
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
