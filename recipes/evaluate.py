@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .collate import AudioCollator, model_inputs
+from .progress import Heartbeat
 
 
 def edit_distance(hypothesis: Sequence[str], reference: Sequence[str]) -> int:
@@ -60,12 +61,19 @@ def generate_responses(
     collate = AudioCollator(processor, padding_side="left", for_generation=True)
     model.eval()
     responses: list[str] = []
-    for start in range(0, len(samples), batch_size):
-        batch = collate(list(samples[start : start + batch_size]))
-        inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in model_inputs(batch, False).items()}
-        generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
-        responses += [t.strip() for t in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-        if progress is not None:
-            progress(len(responses))
+    with Heartbeat("evaluate", len(samples), unit="clip") as beat:
+        for start in range(0, len(samples), batch_size):
+            responses += _generate_batch(model, processor, collate, samples[start : start + batch_size], max_new_tokens)
+            beat.update(len(responses))
+            if progress is not None:
+                progress(len(responses))
     return responses
+
+
+def _generate_batch(model, processor, collate, samples: Sequence[dict], max_new_tokens: int) -> list[str]:
+    """Greedy responses of one batch of samples."""
+    batch = collate(list(samples))
+    inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in model_inputs(batch, False).items()}
+    generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+    return [t.strip() for t in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

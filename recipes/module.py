@@ -39,6 +39,7 @@ import torch
 from recipes.collate import IGNORE_INDEX, model_inputs
 from recipes.model_spec import ModelSpec, quantization_config
 from recipes.optim import adamw_with_schedule, check_optimizer_settings
+from recipes.progress import ProgressLog
 from recipes.projector_file import (
     PROJECTOR_FILE,
     audio_token_ids,
@@ -269,7 +270,7 @@ class AudioVLMLightningModule(pl.LightningModule):
         return self
 
     def configure_callbacks(self):
-        return [ExactResume()]
+        return [ExactResume(), ProgressLog()]
 
     # ------------------------------------------------------------------ steps
     def setup(self, stage: str) -> None:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from audio_adapter.audio_lengths import window_token_count
 from audio_adapter.audio_mixin import pool_audio_frames
 
+from .progress import Heartbeat
+
 CTC_BLANK = 0
 
 
@@ -106,6 +108,8 @@ def pretrain_standin_encoder(
     encoder.train()
     losses: list[float] = []
     start, step = time.perf_counter(), 0
+    beat = Heartbeat("stand-in encoder (CTC)", max_steps)
+    beat.start()
     while step < max_steps and time.perf_counter() - start < max_seconds:
         idx = torch.randint(0, input_features.shape[0], (batch_size,), generator=generator)
         log_probs = head(encode_pooled(encoder, input_features[idx], pool_stride)).log_softmax(-1)
@@ -116,8 +120,10 @@ def pretrain_standin_encoder(
         optimizer.step()
         losses.append(float(loss.detach()))
         step += 1
+        beat.update(step, loss=losses[-1])
         if progress is not None:
             progress(step, losses[-1])
+    beat.stop()
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
