@@ -37,6 +37,7 @@ import lightning.pytorch as pl
 import torch
 
 from recipes.collate import IGNORE_INDEX, model_inputs
+from recipes.label_logits import accuracy_at_labels, forward_at_labels
 from recipes.model_spec import ModelSpec, quantization_config
 from recipes.optim import adamw_with_schedule, check_optimizer_settings
 from recipes.progress import ProgressLog
@@ -297,9 +298,8 @@ class AudioVLMLightningModule(pl.LightningModule):
         batch_size = int(inputs["input_ids"].shape[0])
         if self.vlat:
             inputs["virtual_audio_tokens"] = self._virtual_audio_tokens(batch_size)
-        out = self.model(**inputs, use_cache=False)
-        loss = out.loss
-        acc, n_tokens = token_accuracy(out.logits.detach(), inputs["labels"])
+        loss, logits, targets, _ = forward_at_labels(self.model, {**inputs, "use_cache": False})
+        acc, n_tokens = accuracy_at_labels(logits.detach(), targets)
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         if n_tokens:
             self.log("train/token_acc", acc, prog_bar=True, batch_size=batch_size)
@@ -313,13 +313,13 @@ class AudioVLMLightningModule(pl.LightningModule):
         if "labels" not in batch:
             raise ValueError("validation needs teacher-forced batches with labels (data: val_for_generation: false)")
         inputs = model_inputs(batch)  # no VLAT at evaluation
-        out = self.model(**inputs, use_cache=False)
+        loss, logits, targets, _ = forward_at_labels(self.model, {**inputs, "use_cache": False})
         batch_size = int(inputs["input_ids"].shape[0])
-        acc, n_tokens = token_accuracy(out.logits, inputs["labels"])
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        acc, n_tokens = accuracy_at_labels(logits, targets)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
         if n_tokens:
             self.log("val/token_acc", acc, batch_size=batch_size, sync_dist=True)
-        return out.loss
+        return loss
 
     def on_train_batch_start(self, batch, batch_idx):
         self._t_batch = time.perf_counter()

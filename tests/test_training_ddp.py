@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -20,7 +21,14 @@ STEPS = 4
 CKPT_STEP = 2
 
 
-def _run_cli(tmp_path: Path, name: str, data_glob: str, ckpt_dir: Path | None, ckpt_path: str | None = None) -> dict:
+def _run_cli(
+    tmp_path: Path,
+    name: str,
+    data_glob: str,
+    ckpt_dir: Path | None,
+    ckpt_path: str | None = None,
+    strategy: str = "ddp",
+) -> dict:
     record = tmp_path / name
     callbacks = [{"class_path": "tests.training_helpers.RankRecorder", "init_args": {"out_dir": str(record)}}]
     if ckpt_dir is not None:
@@ -33,7 +41,7 @@ def _run_cli(tmp_path: Path, name: str, data_glob: str, ckpt_dir: Path | None, c
     override = {
         "trainer": {
             "accelerator": "cpu",
-            "strategy": "ddp",
+            "strategy": strategy,
             "devices": 2,
             "max_steps": STEPS,
             "limit_val_batches": 0,
@@ -75,11 +83,18 @@ def _run_cli(tmp_path: Path, name: str, data_glob: str, ckpt_dir: Path | None, c
     return {"ranks": ranks, "states": states}
 
 
-def test_ddp_two_cpu_processes_stage2_and_resume(tmp_path):
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The uninterrupted run with the real launcher (``ddp`` starts rank 1 as a new process), a checkpoint at
+    step 2."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
     data = make_shards(tmp_path / "data", num=16, seed=6, maxcount=4)  # 4 shards: 2 per rank, 4 batches each
     ckpt_dir = tmp_path / "ckpt"
-    full = _run_cli(tmp_path, "full", data["glob"], ckpt_dir)
-    ranks, states = full["ranks"], full["states"]
+    return {"tmp": tmp_path, "data": data, "ckpt_dir": ckpt_dir, **_run_cli(tmp_path, "full", data["glob"], ckpt_dir)}
+
+
+def test_ddp_two_cpu_processes_stage2(full_run):
+    data, ranks, states = full_run["data"], full_run["ranks"], full_run["states"]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert [r["global_step"] for r in ranks] == [STEPS, STEPS]
     keys = [{k for step in r["keys"] for k in step} for r in ranks]
@@ -92,14 +107,21 @@ def test_ddp_two_cpu_processes_stage2_and_resume(tmp_path):
     for name in final0:
         assert torch.equal(final0[name], final1[name]), f"ranks diverged on {name}"
     assert any(not torch.equal(states[0]["initial"][n], final0[n]) for n in final0), "nothing trained"
-    out = tmp_path / "out_full"
+    out = full_run["tmp"] / "out_full"
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "projector.safetensors").is_file()
 
-    # resume both ranks from the mid-epoch checkpoint at step 2 and finish: same data, losses and weights
-    (ckpt,) = ckpt_dir.glob(f"*step={CKPT_STEP}.ckpt")
+
+def test_ddp_resume_from_a_mid_epoch_checkpoint(full_run):
+    """Both ranks resume from the step-2 checkpoint and finish: same data, losses and weights. The ranks are
+    forked here (``ddp_fork``: same per-rank code, no second interpreter start-up); what is restored is the
+    checkpoint's per-rank state, whichever launcher started the ranks."""
+    ranks, states = full_run["ranks"], full_run["states"]
+    (ckpt,) = full_run["ckpt_dir"].glob(f"*step={CKPT_STEP}.ckpt")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert len(saved["callbacks"]["ExactResume"]["per_rank"]) == 2  # RNG + VLAT state of both ranks
-    resumed = _run_cli(tmp_path, "resumed", data["glob"], None, ckpt_path=str(ckpt))
+    resumed = _run_cli(
+        full_run["tmp"], "resumed", full_run["data"]["glob"], None, ckpt_path=str(ckpt), strategy="ddp_fork"
+    )
     for rank in range(2):
         a, b = ranks[rank], resumed["ranks"][rank]
         assert b["keys"] == a["keys"][CKPT_STEP:]
