@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=160, help="synthetic training clips")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the generate() clip")
     parser.add_argument("--quick", action="store_true", help="smoke size: 1 step, 8 clips, a 15 s clip")
+    parser.add_argument("--job", choices=("all", "stage2", "generate"), default="all", help="which job to measure")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.clips, args.minutes = 1, 8, 0.25
@@ -144,29 +145,40 @@ def main(argv: list[str] | None = None) -> int:
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
     }
-    mib = 1024 * 1024
     table = Table(title="peak resident memory (MiB)")
     for col in ("job", "process tree peak (sampled)", "main process peak (kernel)", "note"):
         table.add_column(col)
+    if args.job in ("all", "stage2"):
+        table.add_row(*stage2_row(args, env))
+    if args.job in ("all", "generate"):
+        table.add_row(*generate_row(args, env))
+    console.print(table)
+    return 0
+
+
+def stage2_row(args: argparse.Namespace, env: dict) -> tuple[str, ...]:
+    mib = 1024 * 1024
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
         config = stage2_config(Path(tmp), args.steps, args.clips)
         tree, own, _ = run_sampled([sys.executable, "-m", "scripts.train", "fit", "--config", str(config)], ROOT, env)
-        table.add_row(
-            f"stage 2 (tiny_stage2.yaml, {args.steps} steps)",
-            f"{tree / mib:.0f}",
-            f"{own / mib:.0f}",
-            "main process + 1 data worker",
-        )
+    return (
+        f"stage 2 (tiny_stage2.yaml, {args.steps} steps)",
+        f"{tree / mib:.0f}",
+        f"{own / mib:.0f}",
+        "main process + 1 data worker",
+    )
+
+
+def generate_row(args: argparse.Namespace, env: dict) -> tuple[str, ...]:
+    mib = 1024 * 1024
     tree, own, out = run_sampled([sys.executable, "-c", GENERATE_JOB, str(args.minutes), "8"], ROOT, env)
     info = json.loads(out.strip().splitlines()[-1])
-    table.add_row(
+    return (
         f"generate(), {args.minutes:g}-minute clip ({info['audio_tokens']} audio tokens, {info['windows']} windows)",
         f"{tree / mib:.0f}",
         f"{own / mib:.0f}",
         f"{(own - info['rss_before_generate']) / mib:.0f} MiB above the RSS just before generate()",
     )
-    console.print(table)
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,13 +27,28 @@ def test_ratio_verdicts_use_the_whole_interval():
     assert 1.0 <= low <= 3.0 <= high <= 5.0
 
 
-@pytest.mark.parametrize("bench", ["bench_rope", "bench_generate", "bench_data", "bench_encoder", "bench_memory"])
-def test_bench_runs_quick(bench, capsys):
+QUICK_RUNS = {
+    "bench_rope": ["--quick"],
+    "bench_generate": ["--quick"],
+    "bench_data": ["--quick"],
+    "bench_encoder": ["--quick"],
+    # one subprocess job per case: each starts an interpreter, and both in one case took ~30 s on a slow CPU
+    "bench_memory-stage2": ["--quick", "--job", "stage2"],
+    "bench_memory-generate": ["--quick", "--job", "generate"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUICK_RUNS))
+def test_bench_runs_quick(case, capsys):
     import importlib
 
+    bench = case.split("-")[0]
     module = importlib.import_module(f"scripts.{bench}")
-    assert module.main(["--quick"]) == 0
+    assert module.main(QUICK_RUNS[case]) == 0
     out = capsys.readouterr().out
     assert out.strip()
     if bench != "bench_memory":
         assert "95 % CI" in out or "95 %" in out
+    else:
+        assert ("stage 2 (tiny_stage2.yaml" in out) == case.endswith("stage2")
+        assert ("generate(), 0.25-minute clip" in out) == case.endswith("generate")
