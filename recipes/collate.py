@@ -30,9 +30,20 @@ class AudioCollator:
     in sample order), ``input_features_mask``, ``audio_chunk_counts`` (B,), ``audio_token_counts`` (B,),
     ``labels`` (training), ``pixel_values`` + ``image_grid_thw`` (when a sample has an image), ``keys``,
     ``references`` (generation). Use `model_inputs(batch)` to keep only the model's keyword arguments.
+
+    ``text_twin=True`` (training, for a loss that reads transcripts) adds ``batch["text_twin"]`` and drops samples
+    without a transcript, counted as ``no_transcript`` in ``skip_counter`` (`recipes.text_twin`); a batch left
+    empty collates to ``None``.
     """
 
-    def __init__(self, processor, padding_side: str | None = None, for_generation: bool = False):
+    def __init__(
+        self,
+        processor,
+        padding_side: str | None = None,
+        for_generation: bool = False,
+        text_twin: bool = False,
+        skip_counter=None,
+    ):
         if padding_side is None:
             padding_side = "left" if for_generation else "right"
         if padding_side not in ("left", "right"):
@@ -44,6 +55,13 @@ class AudioCollator:
         self.im_start_id = tok.convert_tokens_to_ids("<|im_start|>")
         self.im_end_id = tok.convert_tokens_to_ids("<|im_end|>")
         self._assistant_header = "assistant\n"
+        self.text_twin = None
+        if text_twin:
+            if for_generation:
+                raise ValueError("text_twin is for training batches (labels); for_generation must be False")
+            from .text_twin import TextTwin
+
+            self.text_twin = TextTwin(tok, padding_side, skip_counter)
 
     # -------------------------------------------------------------- text
     def render(self, messages: list[dict]) -> tuple[str, str | None]:
@@ -79,9 +97,15 @@ class AudioCollator:
         return spans
 
     # -------------------------------------------------------------- batch
-    def __call__(self, samples: Sequence[dict]) -> dict[str, Any]:
+    def __call__(self, samples: Sequence[dict]) -> dict[str, Any] | None:
         if not samples:
             raise ValueError("cannot collate an empty batch")
+        missing: list[dict] = []
+        if self.text_twin is not None:
+            samples, missing = self.text_twin.split(samples)
+            if not samples:
+                self.text_twin.count_missing(missing)
+                return None
         texts, references, audios, images = [], [], [], []
         for s in samples:
             text, ref = self.render(s["messages"])
@@ -113,6 +137,9 @@ class AudioCollator:
         else:
             batch["references"] = references
         batch["keys"] = [s.get("key") for s in samples]
+        if self.text_twin is not None:  # counted once the batch stands (a failed batch is retried sample by sample)
+            batch["text_twin"] = self.text_twin.build(batch, samples)
+            self.text_twin.count_missing(missing)
         return batch
 
 

@@ -44,6 +44,9 @@ class AudioShardDataModule(pl.LightningDataModule):
             teacher-forced batches with labels.
         split: ``"auto"`` | ``"shard"`` | ``"sample"`` (see `AudioShardDataset`).
         rank / world_size: override the trainer's global rank / world size (simulated ranks in tests).
+        text_twin: training batches carry text twins (`recipes.text_twin`; samples without a transcript are
+            skipped, ``no_transcript``). ``None`` (default): when the training module's loss needs transcripts
+            (``lightning_module.loss_fn.needs_transcript``, e.g. `recipes.losses.TextTeacherKL`).
 
     ``skip_counter`` aggregates skips from all loaders of this process (see `ShardLoader`); ``skip_counts``
     is its dict. In DDP each rank has its own; reduce them if you need a global figure.
@@ -74,6 +77,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
+        text_twin: bool | None = None,
     ):
         super().__init__()
         check_int("batch_size", batch_size, 1)
@@ -109,6 +113,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.world_size = world_size
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.text_twin = text_twin
         self.skip_counter = SkipCounter(name="datamodule")
         self._train_loader: ShardLoader | None = None
         self._resume_position: tuple[int, int, Mapping[str, Any] | None] | None = None
@@ -139,6 +144,12 @@ class AudioShardDataModule(pl.LightningDataModule):
             world = trainer.world_size if world is None else world
         return rank, world
 
+    def _wants_text_twin(self) -> bool:
+        if self.text_twin is not None:
+            return bool(self.text_twin)
+        module = getattr(getattr(self, "trainer", None), "lightning_module", None)
+        return bool(getattr(getattr(module, "loss_fn", None), "needs_transcript", False))
+
     def setup(self, stage: str | None = None) -> None:
         self._resolve_processor()
 
@@ -147,11 +158,13 @@ class AudioShardDataModule(pl.LightningDataModule):
             raise ValueError("no shards configured for this split")
         processor = self._resolve_processor()
         rank, world = self._rank_world()
+        skips = SkipCounter(name="train" if train else "eval")
+        twin = train and self._wants_text_twin()  # the collator counts its no_transcript skips in the data set's
         return AudioShardDataset(
             shards,
             processor,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            collator=AudioCollator(processor, padding_side=padding_side, for_generation=for_generation),
+            collator=AudioCollator(processor, padding_side, for_generation, text_twin=twin, skip_counter=skips),
             shuffle_buffer=self.shuffle_buffer if train else 0,
             shuffle_shards=train,
             seed=self.seed,
@@ -160,7 +173,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world,
             split=self.split,
-            skip_counter=SkipCounter(name="train" if train else "eval"),
+            skip_counter=skips,
         )
 
     def _loader(self, dataset: AudioShardDataset, train: bool = False) -> ShardLoader:

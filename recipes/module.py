@@ -38,6 +38,7 @@ import torch
 
 from recipes.collate import IGNORE_INDEX, model_inputs
 from recipes.label_logits import accuracy_at_labels, forward_at_labels
+from recipes.losses import Loss, build_loss
 from recipes.model_spec import ModelSpec, quantization_config
 from recipes.optim import adamw_with_schedule, check_optimizer_settings
 from recipes.progress import ProgressLog
@@ -121,6 +122,8 @@ class AudioVLMLightningModule(pl.LightningModule):
             settings). Each training sample gets ``virtual_audio_tokens = base_audio_tokens * factor``. Never
             at validation.
         output_dir: where `save_trained` writes at the end of ``fit`` (rank 0); None: nothing is written.
+        loss: the training loss, a `recipes.losses.Loss` (YAML ``class_path``); default `CrossEntropy`.
+            Validation always logs the cross-entropy (``val/loss``), comparable across losses.
         _model_and_processor: a ready ``(model, processor)`` pair (tests, notebooks); not settable from YAML.
     """
 
@@ -155,15 +158,18 @@ class AudioVLMLightningModule(pl.LightningModule):
         vlat_strategy: str | None = None,
         vlat_seed: int | None = None,
         output_dir: str | None = None,
+        loss: Loss | None = None,
         _model_and_processor: tuple | None = None,
     ):
         super().__init__()
         _check_settings(locals())
+        self.loss_fn = build_loss(loss)  # a dict spec (hparams of a checkpoint) is accepted too
         spec = ModelSpec(
             model, tiny_overrides, tiny_seed, vlm, whisper, audio_pool_stride, projector_type,
             projector_stack_factor, context_extension, dtype, quantization,
         )  # fmt: skip
-        self.save_hyperparameters(ignore=["_model_and_processor"])
+        self.save_hyperparameters(ignore=["_model_and_processor", "loss"])
+        self.hparams["loss"] = self.loss_fn.spec()  # plain data: checkpoints load with weights_only
         self.stage, self.output_dir, self.init_from = int(stage), output_dir, init_from
         self.lora_settings = {"r": int(lora_r), "alpha": int(lora_alpha), "dropout": float(lora_dropout)}
         self.lora_settings["targets"] = list(lora_targets)
@@ -298,9 +304,17 @@ class AudioVLMLightningModule(pl.LightningModule):
         batch_size = int(inputs["input_ids"].shape[0])
         if self.vlat:
             inputs["virtual_audio_tokens"] = self._virtual_audio_tokens(batch_size)
-        loss, logits, targets, _ = forward_at_labels(self.model, {**inputs, "use_cache": False})
-        acc, n_tokens = accuracy_at_labels(logits.detach(), targets)
+        if self.loss_fn.needs_full_logits:
+            out = self.model(**inputs, use_cache=False)
+            acc, n_tokens = token_accuracy(out.logits.detach(), inputs["labels"])
+        else:  # logits at label positions only (`recipes.label_logits`): same loss, a fraction of the cost
+            ce, logits, targets, out = forward_at_labels(self.model, {**inputs, "use_cache": False})
+            out.loss = ce
+            acc, n_tokens = accuracy_at_labels(logits.detach(), targets)
+        loss, logs = self.loss_fn(self, batch, out)
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        for name, value in logs.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
         if n_tokens:
             self.log("train/token_acc", acc, prog_bar=True, batch_size=batch_size)
         if self.trainer is not None and self.trainer.optimizers:

@@ -114,12 +114,29 @@ def _place_media(messages: list[dict], has_image: bool) -> None:
             items.insert(at, {"type": kind})
 
 
+def sample_transcript(record: dict) -> str | None:
+    """The sample's optional ``"transcript"``: what its audio says (the notes played, the words spoken), for a
+    loss that reads it in place of the audio (`recipes.losses.TextTeacherKL`). ``None`` when absent or blank;
+    raises `SampleSkipped` when it is not a string (``bad_json``) or holds a chat-control token
+    (``control_token``: the text twin tokenises it, so ``<|im_end|>`` typed in it would become structure)."""
+    transcript = record.get("transcript")
+    if transcript is None:
+        return None
+    if not isinstance(transcript, str):
+        raise SampleSkipped(SkipReason.BAD_JSON, f"'transcript' must be a string, got {type(transcript).__name__}")
+    found = control_tokens_in(transcript)
+    if found:
+        raise SampleSkipped(SkipReason.CONTROL_TOKEN, f"transcript holds {found}")
+    return transcript if transcript.strip() else None
+
+
 def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
     """Validate a sample's JSON (``{"messages": [...]}`` or ``{"prompt", "response"[, "system"]}``) and return
     chat turns with exactly one ``{"type": "audio"}`` item (inserted at the start of the first user turn when
     absent) and, when ``has_image``, exactly one ``{"type": "image"}`` item. Raises `SampleSkipped`; text holding
     a chat-control token (``<|im_end|>``, ``<|image_pad|>``, ...) is ``control_token``: it is user content, and
-    parsed as structure it could end a turn early and put labels on injected text."""
+    parsed as structure it could end a turn early and put labels on injected text. An optional ``"transcript"``
+    is checked too (`sample_transcript`)."""
     if not isinstance(record, dict):
         raise SampleSkipped(SkipReason.BAD_JSON, f"expected a JSON object, got {type(record).__name__}")
     if "messages" in record:
@@ -130,6 +147,7 @@ def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
         raise SampleSkipped(SkipReason.MISSING_FIELDS, "need 'messages' or 'prompt' + 'response'")
     _check_turns(messages)
     _place_media(messages, has_image)
+    sample_transcript(record)  # validated here (reader and writer); read by the collator from the sample's meta
     return messages
 
 

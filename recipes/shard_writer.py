@@ -1,5 +1,5 @@
-"""Writing shards: a JSONL manifest (audio path, optional image path, prompt/response or messages) -> tar
-shards (`write_shards`); a bad line is skipped and counted, never costing its good neighbours."""
+"""Writing shards: a JSONL manifest (audio path, optional image path, prompt/response or messages, optional
+transcript) -> tar shards (`write_shards`); a bad line is skipped and counted, never costing its good neighbours."""
 
 from __future__ import annotations
 
@@ -125,8 +125,9 @@ def write_shards(
     """JSONL manifest -> WebDataset shards via ``webdataset.ShardWriter``.
 
     Each line: ``audio`` (path, relative to the manifest's folder or absolute), optional ``image``, either
-    ``prompt`` + ``response`` (+ optional ``system``) or ``messages``, optional ``key``; other fields are kept
-    in the JSON. Every sample is validated (audio decodes, non-empty, finite, within ``max_audio_seconds``;
+    ``prompt`` + ``response`` (+ optional ``system``) or ``messages``, optional ``key``, optional ``transcript``
+    (a string without chat-control tokens: `recipes.samples.sample_transcript`); other fields are kept in the JSON.
+    Every sample is validated (audio decodes, non-empty, finite, within ``max_audio_seconds``;
     image decodes; JSON fields) before anything is written, so a bad line is skipped with a reason and never
     costs a neighbour. ``pattern`` is a %-pattern such as ``out/train-%06d.tar`` (folders are created).
     """

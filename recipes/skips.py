@@ -32,6 +32,7 @@ class SkipReason:
     BAD_AUDIO = "bad_audio"  # decoded, but the processor refused it (shape, ...)
     BAD_IMAGE = "bad_image"
     ENCODE_ERROR = "encode_error"  # the processor failed on the sample at collation
+    NO_TRANSCRIPT = "no_transcript"  # the loss needs the sample's transcript (TextTeacherKL) and it has none
     # writer only
     BAD_MANIFEST_LINE = "bad_manifest_line"
     BAD_KEY = "bad_key"

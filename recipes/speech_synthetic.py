@@ -129,15 +129,29 @@ def make_digits_dataset(
     progress: bool = False,
 ) -> SyntheticDataset:
     """Write ``num_samples`` spoken-digit clips like `recipes.synthetic.make_notes_dataset`: FLAC files,
-    ``out_dir/<split>.jsonl`` (``{"key", "audio", "prompt", "response", "text", "speaker"}``) and shards."""
+    ``out_dir/<split>.jsonl`` (``{"key", "audio", "prompt", "response", "text", "transcript", "speaker"}``) and
+    shards."""
     samples = (digits_sample(seed, i, min_digits, max_digits) for i in range(num_samples))
-    ds = write_clip_dataset(
-        out_dir,
-        split,
-        samples,
-        lambda s: {"prompt": s["prompt"], "response": s["response"], "text": s["text"], "speaker": s["speaker"]},
-    )
+    ds = write_clip_dataset(out_dir, split, samples, digits_entry_fields)
     return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
+
+
+def digits_entry_fields(sample: dict) -> dict:
+    """Manifest fields of a digits sample; its ``transcript`` is the spoken words (``"three seven one"``)."""
+    return {
+        "prompt": sample["prompt"],
+        "response": sample["response"],
+        "text": sample["text"],
+        "transcript": sample["text"],
+        "speaker": sample["speaker"],
+    }
+
+
+def speech_mcqa_entry_fields(sample: dict) -> dict:
+    """Manifest fields of a spoken MCQA sample: the eval layout, ``seconds``, and the spoken ``text`` (also as
+    ``transcript``)."""
+    extra = {"seconds": round(sample["seconds"], 3), "text": sample["text"], "transcript": sample["text"]}
+    return {**mcqa_entry_fields(sample), **extra}
 
 
 def make_speech_mcqa_dataset(
@@ -152,15 +166,10 @@ def make_speech_mcqa_dataset(
     progress: bool = False,
 ) -> SyntheticDataset:
     """Write FLAC recordings and ``out_dir/<split>.jsonl`` in the layout `scripts.eval_mcqa` reads (``audio``,
-    ``question``, ``choices``, ``answer``, ``seconds``) plus ``kind``, ``text`` and the lettered
-    ``prompt``/``response`` (so the same file can be sharded for training)."""
+    ``question``, ``choices``, ``answer``, ``seconds``) plus ``kind``, ``text`` (= ``transcript``) and the
+    lettered ``prompt``/``response`` (so the same file can be sharded for training)."""
     samples = (speech_mcqa_sample(seed, i, min_seconds, max_seconds) for i in range(num_samples))
-    ds = write_clip_dataset(
-        out_dir,
-        split,
-        samples,
-        lambda s: {**mcqa_entry_fields(s), "seconds": round(s["seconds"], 3), "text": s["text"]},
-    )
+    ds = write_clip_dataset(out_dir, split, samples, speech_mcqa_entry_fields)
     return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
 
 

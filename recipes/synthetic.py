@@ -178,14 +178,22 @@ def make_notes_dataset(
     progress: bool = False,
 ) -> SyntheticDataset:
     """Write ``num_samples`` note clips: ``out_dir/<split>/audio/<key>.flac``, ``out_dir/<split>.jsonl``
-    (``{"key", "audio", "prompt", "response", "notes"}``; audio paths relative to ``out_dir``) and, with
+    (``{"key", "audio", "prompt", "response", "notes", "transcript"}``; audio paths relative to ``out_dir``) and, with
     ``write_shards``, ``out_dir/shards/<split>-%06d.tar``."""
     cfg = cfg or NotesConfig()
     samples = (notes_sample(seed, i, cfg, prompt) for i in range(num_samples))
-    ds = write_clip_dataset(
-        out_dir, split, samples, lambda s: {"prompt": s["prompt"], "response": s["response"], "notes": s["notes"]}
-    )
+    ds = write_clip_dataset(out_dir, split, samples, notes_entry_fields)
     return shard_dataset(ds, split, maxcount, progress) if write_shards else ds
+
+
+def notes_entry_fields(sample: dict) -> dict:
+    """Manifest fields of a notes sample; its ``transcript`` (what the audio "says") is the note names."""
+    return {
+        "prompt": sample["prompt"],
+        "response": sample["response"],
+        "notes": sample["notes"],
+        "transcript": " ".join(sample["notes"]),
+    }
 
 
 # ------------------------------------------------------------------------------------------ MCQA
@@ -246,10 +254,11 @@ def make_mcqa_dataset(
     out_dir: str | os.PathLike, num_samples: int, seed: int = 0, cfg: NotesConfig | None = None, split: str = "mcqa"
 ) -> SyntheticDataset:
     """Write FLAC clips and ``out_dir/<split>.jsonl`` with ``{"key", "audio", "question", "choices", "answer",
-    "kind", "prompt", "response"}`` (``prompt``/``response``: the lettered form, so the same file can be sharded)."""
+    "kind", "prompt", "response", "transcript"}`` (``prompt``/``response``: the lettered form, so the same file can
+    be sharded; ``transcript``: the notes played)."""
     cfg = cfg or NotesConfig()
     samples = (mcqa_sample(seed, i, cfg) for i in range(num_samples))
-    return write_clip_dataset(out_dir, split, samples, mcqa_entry_fields)
+    return write_clip_dataset(out_dir, split, samples, notes_mcqa_entry_fields)
 
 
 def mcqa_entry_fields(sample: dict) -> dict:
@@ -263,3 +272,8 @@ def mcqa_entry_fields(sample: dict) -> dict:
         "prompt": mcqa_prompt(sample["question"], sample["choices"]),
         "response": "ABCD"[sample["answer"]],
     }
+
+
+def notes_mcqa_entry_fields(sample: dict) -> dict:
+    """`mcqa_entry_fields` of a notes question, with the notes played as its ``transcript``."""
+    return {**mcqa_entry_fields(sample), "transcript": " ".join(sample["notes"])}

@@ -34,7 +34,7 @@ from audio_adapter.audio_lengths import SAMPLING_RATE
 from audio_adapter.testing import tiny_model_and_processor
 from recipes.evaluate import TranscriptScores, generate_responses, score_transcripts
 from recipes.standin_encoder import ctc_exact_match, pretrain_standin_encoder
-from recipes.synthetic import NOTE_NAMES, make_notes_dataset, notes_sample
+from recipes.tasks import SyntheticTask, get_task, write_task_dataset
 from scripts._demo_report import (
     both_tasks_table,
     examples_table,
@@ -58,11 +58,13 @@ DEMO_MODEL = {
 }
 
 
-TASKS = {
-    # task: (what the clips are, label vocabulary: the response's words, CTC label = index + 1)
-    "notes": ("3-6 pure tones -> their note names", NOTE_NAMES),
-    "digits": ("3-5 spoken digits (eSpeak NG) -> the digits", tuple("0123456789")),
-}
+def demo_task(name: str) -> SyntheticTask:
+    """A registered task (`recipes.tasks.TASKS`) the demo can train on: one whose responses are words of its
+    ``vocabulary`` (the stand-in encoder's CTC labels, label = index + 1)."""
+    task = get_task(name)
+    if task.vocabulary is None:
+        raise ValueError(f"task {name!r} has no response vocabulary: the demo trains on a task that sets one")
+    return task
 
 
 @dataclass
@@ -107,24 +109,20 @@ def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path
     """Tiny model whose audio tower is the fitted stand-in encoder, saved with its processor."""
     model, processor = tiny_model_and_processor(seed=cfg.seed, **cfg.model)
     stride = model.config.audio_pool_stride
-    vocabulary = TASKS[cfg.task][1]
+    vocabulary = demo_task(cfg.task).vocabulary
     label_of = {name: i + 1 for i, name in enumerate(vocabulary)}
 
-    def features(split: str, seed: int, n: int):
-        if cfg.task == "notes":
-            clips = [notes_sample(seed, i) for i in range(n)]
-            audio, words = [c["audio"] for c in clips], [c["notes"] for c in clips]
-        else:  # read back what was written (speech is not synthesised twice)
-            from scripts._common import read_audio
+    def features(split: str):
+        """The written clips of ``split`` (read back: what the shards hold) and their responses' labels."""
+        from scripts._common import read_audio
 
-            rows = [json.loads(line) for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
-            audio = [read_audio(out / "data" / r["audio"]) for r in rows]
-            words = [r["response"].split() for r in rows]
+        rows = [json.loads(line) for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
+        audio = [read_audio(out / "data" / r["audio"]) for r in rows]
         inputs = extract_features(processor.prepare_audio(audio, SAMPLING_RATE), processor.mel)
-        return inputs, [[label_of[w] for w in ws] for ws in words]
+        return inputs, [[label_of[w] for w in r["response"].split()] for r in rows]
 
-    train_feats, train_targets = features("train", cfg.seed, cfg.train_clips)
-    test_feats, test_targets = features("heldout", cfg.seed + 1, cfg.heldout_clips)
+    train_feats, train_targets = features("train")
+    test_feats, test_targets = features("heldout")
     budget = f"{cfg.standin_seconds:g} s" if cfg.standin_steps is None else f"{cfg.standin_steps} steps"
     console.print(f"[bold]2/6[/bold] stand-in encoder: CTC on {cfg.train_clips} clips for {budget}")
     fit = pretrain_standin_encoder(
@@ -216,15 +214,11 @@ def load_heldout(data: Path) -> list[dict]:
 
 
 def synthesise(cfg: DemoConfig, data: Path) -> None:
-    """Step 1: training and held-out shards (and FLAC clips + manifests) of ``cfg.task`` under ``data``."""
-    if cfg.task == "notes":
-        make_notes_dataset(data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
-        make_notes_dataset(data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
-    else:
-        from recipes.speech_synthetic import make_digits_dataset
-
-        make_digits_dataset(data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
-        make_digits_dataset(data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
+    """Step 1: training and held-out shards (and FLAC clips + manifests) of ``cfg.task`` under ``data``, with the
+    task's default options (`recipes.tasks`)."""
+    task = demo_task(cfg.task)
+    write_task_dataset(task, data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
+    write_task_dataset(task, data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)
 
 
 def train_stage(cfg: DemoConfig, stage: int, base: Path, data: Path, out: Path, console: Console) -> None:
@@ -269,8 +263,7 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
     """Steps 1-6 for ``cfg.task`` in ``cfg.out_dir``; returns the task's result (also written as result.json)."""
     from scripts.export import export
 
-    if cfg.task not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {cfg.task!r}")
+    task = demo_task(cfg.task)
     out = Path(cfg.out_dir)
     data = out / "data"
     timings: dict[str, float] = {}
@@ -282,7 +275,7 @@ def run_task(cfg: DemoConfig, console: Console) -> dict:
         timings[name] = now - lap
         lap = now
 
-    console.rule(f"[bold]audio-vlm-adapter demo: {cfg.task}[/bold] ({TASKS[cfg.task][0]}; tiny model, CPU)")
+    console.rule(f"[bold]audio-vlm-adapter demo: {cfg.task}[/bold] ({task.description}; tiny model, CPU)")
     console.print(
         f"[bold]1/6[/bold] synthesising {cfg.train_clips} training + {cfg.heldout_clips} held-out clips "
         f"-> {data}/shards"

@@ -1,7 +1,8 @@
 """JSONL manifest -> WebDataset shards.
 
 Each manifest line: ``audio`` (path; relative paths are resolved against the manifest's folder), optional
-``image``, either ``prompt`` + ``response`` or ``messages``, optional ``key``. Every sample is validated
+``image``, either ``prompt`` + ``response`` or ``messages``, optional ``key``, optional ``transcript`` (what the
+audio says; read by ``recipes.losses.TextTeacherKL``, which skips samples without one). Every sample is validated
 (audio decodes and is non-empty and finite, JSON fields, image decodes) before it is written; bad lines are
 skipped with a reason and listed in the summary.
 
