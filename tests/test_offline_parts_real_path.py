@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
