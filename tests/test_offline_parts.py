@@ -247,3 +247,27 @@ def test_an_interrupted_conversion_leaves_no_folder_and_an_outdated_one_is_rebui
     stamp = json.loads((folder / MARKER).read_text())
     (folder / MARKER).write_text(json.dumps({**stamp, "converter_version": 0}))
     assert _build_one(folder, whisper_source(), write_whisper_folder) and is_complete(folder, whisper_source())
+
+
+def test_a_copy_published_first_by_a_concurrent_builder_is_kept(tmp_path):
+    from audio_adapter.offline_parts import _build_one, _publish, is_complete
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"1234")
+
+    def writer(text):
+        def write(src, out):
+            out.mkdir()
+            (out / "part.txt").write_text(text)
+
+        return write
+
+    folder = tmp_path / "part"
+    assert _build_one(folder, source, writer("first"))
+    late = tmp_path / ".tmp-part-late"
+    writer("second")(source, late)
+    _publish(late, folder, source)  # what the slower of two builders does once its copy is written
+    assert (folder / "part.txt").read_text() == "first" and is_complete(folder, source)
+    (source / "weights.bin").write_bytes(b"12345")  # the source changed: the folder is outdated, rebuilt
+    assert _build_one(folder, source, writer("third")) and (folder / "part.txt").read_text() == "third"

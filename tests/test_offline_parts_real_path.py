@@ -15,6 +15,7 @@ import math
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from audio_adapter.tokenizer import AUDIO_SPECIAL_TOKENS
 from tests import offline_parts_helpers
@@ -99,26 +100,38 @@ def test_the_saved_folder_reloads_and_generates_the_same(readme_run):
 
 
 # ============================================================================================ the CLIs and a recipe
-def test_cli_assemble_then_generate_on_the_offline_parts(offline_parts, tmp_path, capsys):
-    from scripts import assemble, generate
+def test_clis_on_a_folder_assembled_from_the_offline_parts(offline_parts, tmp_path, capsys):
+    from recipes.synthetic import make_mcqa_dataset
+    from scripts import assemble, eval_mcqa, extract_features, generate
 
     folder = tmp_path / "assembled"
     assemble.main(
         ["--vlm", str(offline_parts["vlm"]), "--whisper", str(offline_parts["whisper"]), "--out", str(folder)]
-        + ["--dtype", "bfloat16"]
-    )
+    )  # the checkpoints' own dtypes: float32 LM (bf16 matmuls are slow on a CPU without them), fp16 -> fp32 Whisper
     sf.write(str(tmp_path / "say.flac"), speech("Please turn off the lights in the kitchen."), 16000)
+    common = ["--model", str(folder), "--device", "cpu"]
     text = generate.main(
-        ["--model", str(folder), "--audio", str(tmp_path / "say.flac"), "--prompt", "What is said?"]
-        + ["--max-new-tokens", "4", "--device", "cpu"]
+        common + ["--audio", str(tmp_path / "say.flac"), "--prompt", "What is said?", "--max-new-tokens", "4"]
     )
     assert isinstance(text, str) and text.strip()
+    mcqa = make_mcqa_dataset(tmp_path / "mcqa", 2, seed=0).manifest
+    result = eval_mcqa.main(
+        common
+        + ["--no-progress", "--data", str(mcqa), "--out", str(tmp_path / "eval"), "--batch-size", "2"]
+        + ["--max-new-tokens", "2"]
+    )
+    assert result.n == 2
+    index = extract_features.main(
+        common
+        + ["--no-progress", "--audio", str(tmp_path / "say.flac"), "--layers", "0", "-1"]
+        + ["--out", str(tmp_path / "feats")]
+    )
+    saved = load_file(str(tmp_path / "feats" / index["clips"][0]["file"]))
+    assert {t.shape[-1] for t in saved.values()} >= {384, 576}  # Whisper tiny.en frames, projected to SmolLM2
     assert "assembled checkpoint written to" in capsys.readouterr().out
 
 
 def test_stage1_recipe_trains_two_steps_on_the_offline_parts(offline_parts, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     from scripts.train import main as train_main
     from tests.test_real_recipes import CONFIGS
     from tests.training_helpers import make_shards

@@ -16,6 +16,7 @@ holding that file for the current sources and version is complete and is never r
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -69,6 +70,22 @@ def is_complete(folder: Path, source: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _build_lock(out: Path):
+    """One builder at a time per ``out`` (e.g. pytest-xdist workers): the others wait, then find it complete."""
+    with open(out / ".offline_parts.lock", "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock; the publish step below still never mixes two copies
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _build_one(folder: Path, source: Path, write: Callable[[Path, Path], Path]) -> bool:
     """Write ``folder`` from ``source`` unless complete; True when it was (re)written now."""
     if is_complete(folder, source):
@@ -86,16 +103,24 @@ def _build_one(folder: Path, source: Path, write: Callable[[Path, Path], Path]) 
         for file in tmp.iterdir():  # safetensors writes 0600 files; give them the usual permissions
             os.chmod(file, 0o666 & ~mask)
         (tmp / MARKER).write_text(json.dumps(_stamp(source), indent=2) + "\n")
-        if folder.exists():  # an outdated conversion (other sources or converter version): replaced
-            shutil.rmtree(folder)
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # a concurrent builder published first
-            if not is_complete(folder, source):
-                raise
+        _publish(tmp, folder, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def _publish(tmp: Path, folder: Path, source: Path) -> None:
+    """Rename the finished ``tmp`` to ``folder``; an outdated ``folder`` (other sources or converter version) is
+    replaced, a complete one (a concurrent builder published first) kept."""
+    if is_complete(folder, source):
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if not is_complete(folder, source):
+            raise
 
 
 def build_offline_parts(out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -107,6 +132,10 @@ def build_offline_parts(out_dir: str | os.PathLike) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = {"whisper": out / WHISPER_DIR, "vlm": out / SMOLLM2_DIR}
-    _build_one(parts["whisper"], whisper_source(), write_whisper_folder)
-    _build_one(parts["vlm"], smollm2_source(), write_smollm2_vl_folder)
+    sources = {"whisper": whisper_source(), "vlm": smollm2_source()}
+    if all(is_complete(parts[name], sources[name]) for name in parts):
+        return {"vlm": parts["vlm"], "whisper": parts["whisper"]}
+    with _build_lock(out):
+        _build_one(parts["whisper"], sources["whisper"], write_whisper_folder)
+        _build_one(parts["vlm"], sources["vlm"], write_smollm2_vl_folder)
     return {"vlm": parts["vlm"], "whisper": parts["whisper"]}
