@@ -42,9 +42,28 @@ def test_processor_from_parts_takes_the_checkpoints_tokenizer_and_80_mel_bins(of
         [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "What is said?"}]}],
         add_generation_prompt=True,
     )
+    # the checkpoint's own default system prompt (SmolLM2's), in the audio chat template
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    assert "<|audio_bos|><|AUDIO|><|audio_eos|>What is said?<|im_end|>" in prompt
     inputs = processor(text=[prompt], audio=[clip], sampling_rate=16000)
     assert inputs["input_features"].shape == (1, 80, 3000)
     assert int((inputs["input_ids"] == AUDIO_IDS[1]).sum()) == processor.audio_token_count(len(clip))
+
+
+def test_the_audio_chat_template_keeps_a_checkpoints_default_system_prompt():
+    from audio_adapter.hub_replicas import QWEN2_VL_CHAT_TEMPLATE
+    from audio_adapter.tokenizer import CHAT_TEMPLATE, audio_chat_template
+
+    for qwen in (QWEN2_VL_CHAT_TEMPLATE, None, "{{ messages }}"):
+        assert audio_chat_template(qwen) == CHAT_TEMPLATE  # Qwen2-VL's (and Qwen2.5-VL's) prompt is CHAT_TEMPLATE's own
+    smollm2_gguf = (  # the start of the template in SmolLM2's GGUF file
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+    )
+    ours = audio_chat_template(smollm2_gguf)
+    assert ours == CHAT_TEMPLATE.replace(
+        "You are a helpful assistant.", "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    )
 
 
 # ============================================================================================ the README block
