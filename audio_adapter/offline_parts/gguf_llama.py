@@ -68,8 +68,11 @@ def _hf_name(gguf_name: str) -> str | None:
 
 def read_llama_gguf(path: str | Path) -> LlamaGGUF:
     """Read and dequantise every tensor of a ``general.architecture == "llama"`` GGUF file."""
-    from gguf import GGUFReader
-    from gguf.quants import dequantize
+    try:
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+    except ImportError as error:
+        raise ImportError(f"reading {path} needs the `gguf` package (llama.cpp's reader): pip install gguf") from error
 
     reader = GGUFReader(str(path))
     arch = _field(reader, "general.architecture")
