@@ -126,7 +126,14 @@ def test_every_lm_tensor_equals_transformers_gguf_loader(offline_parts, gguf_ref
             assert torch.equal(mine, tensor), key
     biases = [k for k in ours if k.endswith("_proj.bias")]
     assert len(biases) == 90 and all(not ours[k].any() for k in biases)  # Qwen2's q/k/v biases, zero
-    assert set(ours) - set(reference) - set(biases) == {k for k in ours if k.startswith("visual.")}
+    visual = {k for k in ours if k.startswith("visual.")}
+    assert set(ours) - set(reference) - set(biases) == visual
+    # the random vision tower is the seeded one the folder's README names: rebuilt from its config, bit-equal
+    from audio_adapter.offline_parts.gguf_smollm2 import VISION_SEED, vision_state
+
+    config = json.loads((offline_parts["vlm"] / "config.json").read_text())
+    rebuilt = vision_state(config, seed=VISION_SEED)
+    assert set(rebuilt) == visual and all(torch.equal(rebuilt[k], ours[k]) for k in visual)
 
 
 def _text_logits(model, ids: torch.Tensor) -> torch.Tensor:
