@@ -44,6 +44,7 @@ from .tokenizer import (
     AUDIO_TOKEN,
     CHAT_TEMPLATE,
     CONTROL_TOKENS,
+    audio_chat_template,
     control_tokens_in,
 )
 
@@ -350,6 +351,7 @@ class AudioVLMProcessor(ProcessorMixin):
 
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(vlm, **hub_kwargs)
+        chat_template = audio_chat_template(getattr(tokenizer, "chat_template", None))  # before add_audio_tokens
         tokenizer = add_audio_tokens(tokenizer)
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(vlm, **hub_kwargs)
         whisper_fe = WhisperFeatureExtractor.from_pretrained(whisper, **hub_kwargs)
@@ -357,7 +359,7 @@ class AudioVLMProcessor(ProcessorMixin):
             tokenizer,
             image_processor,
             AudioVLMFeatureExtractor.from_whisper(whisper_fe),
-            chat_template=CHAT_TEMPLATE,
+            chat_template=chat_template,
             audio_frames_per_token=_frames_per_token(audio_frames_per_token, audio_pool_stride),
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -59,6 +60,21 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# A ChatML template's default system turn, written out literally (Qwen2-VL's, SmolLM2's): its prompt text.
+_DEFAULT_SYSTEM_TURN = re.compile(r"<\|im_start\|>system\n([^<>{}'\"\\]+?)<\|im_end\|>")
+CHAT_TEMPLATE_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def audio_chat_template(checkpoint_template: str | None) -> str:
+    """`CHAT_TEMPLATE` with the default system prompt of a checkpoint's own ChatML template (SmolLM2: "You are a
+    helpful AI assistant named SmolLM, trained by Hugging Face"); `CHAT_TEMPLATE` itself when the template has
+    none written out literally (Qwen2-VL's prompt is `CHAT_TEMPLATE`'s own)."""
+    found = _DEFAULT_SYSTEM_TURN.search(checkpoint_template or "")
+    if found is None:
+        return CHAT_TEMPLATE
+    return CHAT_TEMPLATE.replace(CHAT_TEMPLATE_SYSTEM_PROMPT, found.group(1))
 
 
 def control_tokens_in(text: str, tokens: tuple[str, ...] = CONTROL_TOKENS) -> list[str]:
