@@ -146,6 +146,18 @@ def _audio_config(vlm: str, whisper: str, tokenizer, audio: dict, hub_kwargs: di
     """The family's audio config: the VLM checkpoint's settings + the Whisper encoder's + the audio settings."""
     vlm_config = AutoConfig.from_pretrained(vlm, **hub_kwargs)
     family = family_of(vlm_config.model_type)
+    if vlm_config.model_type == family.config_class.model_type:
+        raise ValueError(
+            f"vlm={vlm!r} is an audio model this toolkit saved (model_type {vlm_config.model_type!r}), not a stock "
+            f"VLM checkpoint: load it whole with {family.model_class.__name__}.from_pretrained({vlm!r}) (or "
+            "AutoModelForImageTextToText), or pass the stock VLM and Whisper checkpoints it was assembled from"
+        )
+    whisper_model_type = AutoConfig.from_pretrained(whisper, **hub_kwargs).model_type
+    if whisper_model_type != "whisper":
+        raise ValueError(
+            f"whisper={whisper!r} is not a Whisper checkpoint (its config's model_type is {whisper_model_type!r}); "
+            "pass a Whisper checkpoint such as openai/whisper-large-v3-turbo"
+        )
     whisper_config = WhisperConfig.from_pretrained(whisper, **hub_kwargs)
     if isinstance(audio["context_extension"], AudioContextExtension):
         audio = {**audio, "context_extension": audio["context_extension"].to_dict()}

@@ -127,3 +127,18 @@ def test_load_pretrained_parts_raises_on_unexpected_vlm_keys(tmp_path):
     save_file(state, str(file), metadata={"format": "pt"})
     with pytest.raises(CheckpointMismatchError, match="unexpected"):
         load_pretrained_parts(vlm=str(vlm_path), whisper=str(whisper_path), tokenizer=processor.tokenizer)
+
+
+def test_load_pretrained_parts_refuses_a_saved_audio_folder_as_either_part(tmp_path):
+    """A folder this toolkit saved is a whole audio model, not a part: say so and how to load it (it died with
+    ``TypeError: ... got multiple values for keyword argument 'projector_type'`` as vlm=, and pointed at a load
+    report our own filter had hidden as whisper=)."""
+    model, processor = tiny_model_and_processor(seed=0)
+    saved = tmp_path / "saved"
+    model.save_pretrained(saved)
+    _, vlm_path = _stock_checkpoint(tmp_path, model)
+    _, whisper_path = _whisper_checkpoint(tmp_path, model.config.audio_config)
+    with pytest.raises(ValueError, match=r"is an audio model this toolkit saved .*AudioVLMForConditionalGeneration"):
+        load_pretrained_parts(vlm=str(saved), whisper=str(whisper_path), tokenizer=processor.tokenizer)
+    with pytest.raises(ValueError, match=r"is not a Whisper checkpoint \(its config's model_type is 'audio_vlm'\)"):
+        load_pretrained_parts(vlm=str(vlm_path), whisper=str(saved), tokenizer=processor.tokenizer)
