@@ -115,7 +115,6 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.text_twin = text_twin
         self.skip_counter = SkipCounter(name="datamodule")
-        self._train_loader: ShardLoader | None = None
         self._resume_position: tuple[int, int, Mapping[str, Any] | None] | None = None
 
     @property

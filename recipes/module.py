@@ -84,6 +84,10 @@ def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return (pred[mask] == target[mask]).float().mean(), n
 
 
+def _lora_settings(r: int, alpha: int, dropout: float, targets) -> dict:
+    return {"r": int(r), "alpha": int(alpha), "dropout": float(dropout), "targets": list(targets)}
+
+
 def _check_settings(args: dict) -> None:
     """Refuse bad training settings (name and value in the error) before anything is built."""
     if args["stage"] not in (1, 2):
@@ -171,8 +175,7 @@ class AudioVLMLightningModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["_model_and_processor", "loss"])
         self.hparams["loss"] = self.loss_fn.spec()  # plain data: checkpoints load with weights_only
         self.stage, self.output_dir, self.init_from = int(stage), output_dir, init_from
-        self.lora_settings = {"r": int(lora_r), "alpha": int(lora_alpha), "dropout": float(lora_dropout)}
-        self.lora_settings["targets"] = list(lora_targets)
+        self.lora_settings = _lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets)
         if _model_and_processor is not None:
             net, self.processor = _model_and_processor
             quantization_config(quantization)  # the same clear refusal as a build
