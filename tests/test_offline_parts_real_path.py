@@ -20,7 +20,12 @@ from safetensors.torch import load_file
 from audio_adapter.tokenizer import AUDIO_SPECIAL_TOKENS
 from tests import offline_parts_helpers
 from tests.offline_parts_helpers import speech
-from tests.test_real_checkpoints import ASSEMBLED, readme_real_checkpoint_block, run_readme_block
+from tests.test_real_checkpoints import (
+    ASSEMBLED,
+    assert_readme_batch_reproduced,
+    readme_real_checkpoint_block,
+    run_readme_block,
+)
 
 offline_parts = offline_parts_helpers.offline_parts  # the session fixture
 AUDIO_IDS = [49163, 49164, 49165]  # after SmolLM2's 49,152 tokens and the 11 Qwen2-VL tokens it lacked
@@ -106,16 +111,7 @@ def test_the_saved_folder_reloads_and_generates_the_same(readme_run):
     assert processor.n_mels == 80 and len(processor.tokenizer) == 49166
     saved = json.loads((folder / "config.json").read_text())
     assert saved["audio_token_id"] == AUDIO_IDS[1] and saved["audio_config"]["num_mel_bins"] == 80
-    batch = processor(
-        text=ns["prompts"],
-        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
-        images=[ns["image"]],
-        sampling_rate=ns["sr"],
-        return_tensors="pt",
-    )
-    assert torch.equal(batch["input_ids"], ns["batch"]["input_ids"])
-    with torch.no_grad():
-        assert torch.equal(model.generate(**batch, max_new_tokens=6), ns["out"])
+    assert_readme_batch_reproduced(processor, model, ns)
 
 
 # ============================================================================================ the CLIs and a recipe

@@ -115,6 +115,22 @@ def readme_run(hub_replicas, tmp_path_factory):
     return run_readme_block(readme_real_checkpoint_block(), hub_replicas, tmp_path_factory.mktemp("readme"))
 
 
+def assert_readme_batch_reproduced(processor, model, ns: dict, keys: tuple[str, ...] = ("input_ids",)) -> None:
+    """The README's two-prompt audio + image batch, built again with ``processor``, equals the README run's
+    (``ns``) on ``keys``, and greedy ``model.generate`` on it gives the README run's tokens."""
+    batch = processor(
+        text=ns["prompts"],
+        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
+        images=[ns["image"]],
+        sampling_rate=ns["sr"],
+        return_tensors="pt",
+    )
+    for key in keys:
+        assert torch.equal(batch[key], ns["batch"][key]), key
+    with torch.no_grad():
+        assert torch.equal(model.generate(**batch, max_new_tokens=6), ns["out"])
+
+
 def run_readme_block(code: str, replicas: dict, work: Path) -> dict:
     """`readme_run` for a README block ``code`` (its settings lines as in `SETTINGS`) run in ``work``."""
     from PIL import Image
@@ -223,17 +239,9 @@ def test_saved_folder_round_trips(readme_run):
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
     assert reloaded.generation_config.suppress_tokens == [151657, 151658, 151659]
     assert reloaded.generation_config.top_k == 1  # the hub's settings travel with the model
-    batch = processor(
-        text=ns["prompts"],
-        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
-        images=[ns["image"]],
-        sampling_rate=ns["sr"],
-        return_tensors="pt",
+    assert_readme_batch_reproduced(
+        processor, reloaded, ns, keys=("input_ids", "attention_mask", "input_features", "pixel_values")
     )
-    for key in ("input_ids", "attention_mask", "input_features", "pixel_values"):
-        assert torch.equal(batch[key], ns["batch"][key]), key
-    with torch.no_grad():
-        assert torch.equal(reloaded.generate(**batch, max_new_tokens=6), ns["out"])
 
 
 def test_readme_auto_classes_block_loads_the_saved_folder(readme_run):
@@ -253,16 +261,7 @@ def test_readme_auto_classes_block_loads_the_saved_folder(readme_run):
         os.chdir(cwd)
     processor, model = namespace["processor"], namespace["model"].eval()
     assert type(processor) is AudioVLMProcessor and type(model) is AudioVLMForConditionalGeneration
-    batch = processor(
-        text=ns["prompts"],
-        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
-        images=[ns["image"]],
-        sampling_rate=ns["sr"],
-        return_tensors="pt",
-    )
-    assert torch.equal(batch["input_ids"], ns["batch"]["input_ids"])
-    with torch.no_grad():
-        assert torch.equal(model.generate(**batch, max_new_tokens=6), ns["out"])
+    assert_readme_batch_reproduced(processor, model, ns)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from tests.test_real_checkpoints import (
     ASSEMBLED,
     README,
     SETTINGS,
+    assert_readme_batch_reproduced,
     assert_vlm_tensors_bit_equal,
     readme_real_checkpoint_block,
     replica_state,
@@ -149,13 +150,4 @@ def test_saved_qwen2_5_vl_folder_round_trips(readme_run_qwen2_5_vl):
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
     processor = AutoProcessor.from_pretrained(str(folder))  # the Auto class, as for Qwen2-VL folders
     assert type(processor) is AudioVLMProcessor
-    batch = processor(
-        text=ns["prompts"],
-        audio=[ns["waveform"], ns["waveform"][: len(ns["waveform"]) // 2]],
-        images=[ns["image"]],
-        sampling_rate=ns["sr"],
-        return_tensors="pt",
-    )
-    assert torch.equal(batch["input_ids"], ns["batch"]["input_ids"])
-    with torch.no_grad():
-        assert torch.equal(reloaded.generate(**batch, max_new_tokens=6), ns["out"])
+    assert_readme_batch_reproduced(processor, reloaded, ns)
