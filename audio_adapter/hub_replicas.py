@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .hub_replica_io import added_tokens_decoder, legacy_qwen_vl_state, save_sharded, write_json, write_qwen_tokenizer
+from .offline_parts.ctranslate2_whisper import whisper_preprocessor_config
 from .tokenizer import QWEN2_VL_SPECIAL_TOKENS
 
 QWEN_DIR = "Qwen2-VL-7B-Instruct"
@@ -196,20 +197,7 @@ WHISPER_REPLICA_WIDTHS = {
     "decoder_attention_heads": 4,
     "decoder_ffn_dim": 128,
 }
-WHISPER_PREPROCESSOR_CONFIG = {
-    "chunk_length": 30,
-    "feature_extractor_type": "WhisperFeatureExtractor",
-    "feature_size": 128,
-    "hop_length": 160,
-    "n_fft": 400,
-    "n_samples": 480000,
-    "nb_max_frames": 3000,
-    "padding_side": "right",
-    "padding_value": 0.0,
-    "processor_class": "WhisperProcessor",
-    "return_attention_mask": False,
-    "sampling_rate": 16000,
-}
+WHISPER_PREPROCESSOR_CONFIG = whisper_preprocessor_config(128)  # large-v3(-turbo): 128 mel bins
 # The 100 language tokens of whisper-large-v3(-turbo), in id order from 50259 (<|yue|> is v3's addition at 50358).
 WHISPER_LANGUAGES = (
     "en",

@@ -185,6 +185,7 @@ def whisper_generation_config(ct2_config: dict, tokenizer) -> dict:
 
 
 def whisper_preprocessor_config(n_mels: int) -> dict:
+    """A Whisper hub folder's preprocessor_config.json (30 s windows at 16 kHz) with ``n_mels`` mel bins."""
     return {
         "chunk_length": 30,
         "feature_extractor_type": "WhisperFeatureExtractor",
