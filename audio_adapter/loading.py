@@ -152,13 +152,12 @@ def _audio_config(vlm: str, whisper: str, tokenizer, audio: dict, hub_kwargs: di
             f"VLM checkpoint: load it whole with {family.model_class.__name__}.from_pretrained({vlm!r}) (or "
             "AutoModelForImageTextToText), or pass the stock VLM and Whisper checkpoints it was assembled from"
         )
-    whisper_model_type = AutoConfig.from_pretrained(whisper, **hub_kwargs).model_type
-    if whisper_model_type != "whisper":
+    whisper_config = AutoConfig.from_pretrained(whisper, **hub_kwargs)  # read once: checked, then used
+    if not isinstance(whisper_config, WhisperConfig):
         raise ValueError(
-            f"whisper={whisper!r} is not a Whisper checkpoint (its config's model_type is {whisper_model_type!r}); "
-            "pass a Whisper checkpoint such as openai/whisper-large-v3-turbo"
+            f"whisper={whisper!r} is not a Whisper checkpoint (its config's model_type is "
+            f"{whisper_config.model_type!r}); pass a Whisper checkpoint such as openai/whisper-large-v3-turbo"
         )
-    whisper_config = WhisperConfig.from_pretrained(whisper, **hub_kwargs)
     if isinstance(audio["context_extension"], AudioContextExtension):
         audio = {**audio, "context_extension": audio["context_extension"].to_dict()}
     settings = vlm_config.to_dict()

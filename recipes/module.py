@@ -36,8 +36,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from recipes.collate import IGNORE_INDEX, model_inputs
-from recipes.label_logits import accuracy_at_labels, forward_at_labels
+from recipes.collate import model_inputs
+from recipes.label_logits import accuracy_at_labels, forward_at_labels, next_token_targets
 from recipes.losses import Loss, build_loss
 from recipes.model_spec import ModelSpec, quantization_config
 from recipes.optim import adamw_with_schedule, check_optimizer_settings
@@ -74,14 +74,9 @@ def lora_target_regex(targets: Sequence[str] = DEFAULT_LORA_TARGETS) -> str:
 
 
 def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Next-token accuracy on label positions (labels aligned with input_ids; the model shifts)."""
-    target = labels[:, 1:]
-    mask = target != IGNORE_INDEX
-    n = int(mask.sum())
-    if n == 0:
-        return torch.zeros((), device=logits.device), 0
-    pred = logits[:, :-1].argmax(-1)
-    return (pred[mask] == target[mask]).float().mean(), n
+    """Next-token accuracy on label positions from full (B, L, V) logits (labels aligned with input_ids)."""
+    keep, targets = next_token_targets(labels)
+    return accuracy_at_labels(logits[keep], targets.to(logits.device))
 
 
 def _lora_settings(r: int, alpha: int, dropout: float, targets) -> dict:
