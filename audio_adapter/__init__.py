@@ -5,8 +5,8 @@ Public API: `AudioVLMConfig`, `AudioVLMForConditionalGeneration`, `AudioVLMProce
 """
 
 from .families.qwen2_vl import AudioVLMConfig, AudioVLMForConditionalGeneration
-from .loading import load_pretrained_parts, load_whisper_encoder
-from .processing import AudioVLMProcessor, add_audio_tokens
+from .pretrained.loading import load_pretrained_parts, load_whisper_encoder
+from .processing.processor import AudioVLMProcessor, add_audio_tokens
 
 __all__ = [
     "AudioVLMConfig",

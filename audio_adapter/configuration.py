@@ -4,7 +4,7 @@
 `WHISPER_LARGE_V3_TURBO_ENCODER` in `audio_config.py`. New code imports from those files.
 """
 
-from .audio_config import WHISPER_LARGE_V3_TURBO_ENCODER
 from .families.qwen2_vl import AudioVLMConfig
+from .model.audio_config import WHISPER_LARGE_V3_TURBO_ENCODER
 
 __all__ = ["WHISPER_LARGE_V3_TURBO_ENCODER", "AudioVLMConfig"]

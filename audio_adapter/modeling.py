@@ -5,8 +5,8 @@ family-independent `audio_mixin.AudioVLMMixin`); `pool_audio_frames` in `audio_m
 `AUDIO_ENCODER_OUTPUT_KEY` in `audio_generation.py`. New code imports from those files.
 """
 
-from .audio_generation import AUDIO_ENCODER_OUTPUT_KEY
-from .audio_mixin import pool_audio_frames
 from .families.qwen2_vl import AudioVLMForConditionalGeneration
+from .model.audio_generation import AUDIO_ENCODER_OUTPUT_KEY
+from .model.audio_mixin import pool_audio_frames
 
 __all__ = ["AUDIO_ENCODER_OUTPUT_KEY", "AudioVLMForConditionalGeneration", "pool_audio_frames"]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from recipes.model_spec import DTYPES
-from scripts._common import save_model_folder
+from recipes.inference.common import save_model_folder
+from recipes.training.model_spec import DTYPES
 
 
 def assemble(

@@ -29,13 +29,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from audio_adapter.audio_features import extract_features
-from audio_adapter.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.processing.audio_features import extract_features
 from audio_adapter.testing import tiny_model_and_processor
-from recipes.evaluate import TranscriptScores, generate_responses, score_transcripts
-from recipes.standin_encoder import ctc_exact_match, pretrain_standin_encoder
-from recipes.tasks import SyntheticTask, get_task, write_task_dataset
-from scripts._demo_report import (
+from recipes.demo.report import (
     both_tasks_table,
     examples_table,
     plot_losses,
@@ -43,6 +40,9 @@ from scripts._demo_report import (
     train_losses,
     write_predictions,
 )
+from recipes.demo.standin_encoder import ctc_exact_match, pretrain_standin_encoder
+from recipes.evaluation.transcripts import TranscriptScores, generate_responses, score_transcripts
+from recipes.synthetic.tasks import SyntheticTask, get_task, write_task_dataset
 
 # The demo's tiny model: short 4 s encoder windows (every clip is < 3 s) and 4x frame pooling keep a step
 # cheap; hidden 128 with head_dim 32 (M-RoPE sections 4/6/6).
@@ -59,7 +59,7 @@ DEMO_MODEL = {
 
 
 def demo_task(name: str) -> SyntheticTask:
-    """A registered task (`recipes.tasks.TASKS`) the demo can train on: one whose responses are words of its
+    """A registered task (`recipes.synthetic.tasks.TASKS`) the demo can train on: one whose responses are words of its
     ``vocabulary`` (the stand-in encoder's CTC labels, label = index + 1)."""
     task = get_task(name)
     if task.vocabulary is None:
@@ -114,7 +114,7 @@ def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path
 
     def features(split: str):
         """The written clips of ``split`` (read back: what the shards hold) and their responses' labels."""
-        from scripts._common import read_audio
+        from recipes.inference.common import read_audio
 
         rows = [json.loads(line) for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
         audio = [read_audio(out / "data" / r["audio"]) for r in rows]
@@ -191,7 +191,7 @@ def stage_config(cfg: DemoConfig, stage: int, base: Path, data: Path, out: Path)
 
 def load_heldout(data: Path) -> list[dict]:
     """Held-out clips as chat samples, read back from the FLAC files (what generate.py reads too)."""
-    from scripts._common import read_audio
+    from recipes.inference.common import read_audio
 
     samples = []
     for line in (data / "heldout.jsonl").read_text().splitlines():
@@ -215,7 +215,7 @@ def load_heldout(data: Path) -> list[dict]:
 
 def synthesise(cfg: DemoConfig, data: Path) -> None:
     """Step 1: training and held-out shards (and FLAC clips + manifests) of ``cfg.task`` under ``data``, with the
-    task's default options (`recipes.tasks`)."""
+    task's default options (`recipes.synthetic.tasks`)."""
     task = demo_task(cfg.task)
     write_task_dataset(task, data, cfg.train_clips, seed=cfg.seed, split="train", maxcount=500)
     write_task_dataset(task, data, cfg.heldout_clips, seed=cfg.seed + 1, split="heldout", maxcount=500)

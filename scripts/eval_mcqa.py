@@ -3,7 +3,7 @@
     python -m scripts.eval_mcqa --model ckpt/ --data mcqa.jsonl --out results/ \\
         --method partial_yarn --cutoff 32 --temperature 1.2 --base-audio-seconds 120
 
-Data: JSONL, one question per line (this is what `recipes.synthetic.make_mcqa_dataset` writes)::
+Data: JSONL, one question per line (this is what `recipes.synthetic.datasets.make_mcqa_dataset` writes)::
 
     {"key": "q0", "audio": "clips/a.flac", "question": "Who speaks first?",
      "choices": ["Ann", "Bob", "Cy", "Di"], "answer": 2}
@@ -46,9 +46,12 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from audio_adapter.audio_lengths import SAMPLING_RATE
-from audio_adapter.tokenizer import control_tokens_in
-from scripts._common import (
+from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.processing.tokenizer import control_tokens_in
+from recipes.evaluation.mcqa_results import results_table
+from recipes.evaluation.mcqa_run import MCQARun, answer_all
+from recipes.evaluation.mcqa_scoring import DEFAULT_BUCKET_EDGES, MCQAResult
+from recipes.inference.common import (
     add_extension_args,
     add_model_args,
     apply_extension_args,
@@ -59,9 +62,6 @@ from scripts._common import (
     load_model_and_processor,
     parse_with_extension,
 )
-from scripts._mcqa_results import results_table
-from scripts._mcqa_run import MCQARun, answer_all
-from scripts._mcqa_scoring import DEFAULT_BUCKET_EDGES, MCQAResult
 
 MCQA_INSTRUCTION = (
     "Using information from the given audio, answer the question. Your answer MUST be in the format "
@@ -193,11 +193,12 @@ def evaluate_mcqa(
     `answer_batch` (same signature) — for tests and custom decoding.
 
     With ``out_dir``: each answer is appended to ``out_dir/predictions.jsonl`` as it comes (flushed, fsynced);
-    the summary files (`scripts._mcqa_results.write_results`, with ``settings``) are rewritten atomically every
-    `scripts._mcqa_run.SUMMARY_EVERY_SECONDS`, at the end, and when the run stops on an error. Questions
+    the summary files (`recipes.evaluation.mcqa_results.write_results`, with ``settings``) are rewritten atomically
+    every `recipes.evaluation.mcqa_run.SUMMARY_EVERY_SECONDS`, at the end, and when the run stops on an error. Questions
     already answered in that journal are not asked again (their answers are reused), so a re-run after a crash
     completes the same result.
-    Raises ValueError when the journal belongs to a run with other `scripts._mcqa_run.RESUME_KEYS` settings."""
+    Raises ValueError when the journal belongs to a run with other `recipes.evaluation.mcqa_run.RESUME_KEYS`
+    settings."""
     respond = respond or answer_batch
     extension = model.context_extension.to_dict() if hasattr(model, "context_extension") else {}
     run_settings = {

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from recipes.model_spec import DTYPES, ModelSpec
-from recipes.module import ADAPTER_DIR, CONFIG_FILE, SPEC_FILE
-from recipes.projector_file import audio_token_ids, load_projector_file
-from scripts._common import save_model_folder
+from recipes.inference.common import save_model_folder
+from recipes.training.model_spec import DTYPES, ModelSpec
+from recipes.training.module import ADAPTER_DIR, CONFIG_FILE, SPEC_FILE
+from recipes.training.projector_file import audio_token_ids, load_projector_file
 
 
 def export(

@@ -31,8 +31,8 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from audio_adapter.audio_lengths import SAMPLING_RATE, encoder_frames
-from scripts._common import (
+from audio_adapter.encoders.audio_lengths import SAMPLING_RATE, encoder_frames
+from recipes.inference.common import (
     add_extension_args,
     add_model_args,
     apply_extension_args,

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 from transformers import TextStreamer
 
-from audio_adapter.audio_lengths import SAMPLING_RATE
-from scripts._common import (
+from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from recipes.inference.common import (
     AudioInput,
     add_extension_args,
     add_model_args,

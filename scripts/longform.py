@@ -18,7 +18,7 @@ Steps (each result is written as soon as it exists; re-running the same command 
    the largest position any training prompt had and refuses to go on if a long evaluation does not reach past it.
    The VLAT twin trains the same way with `virtual_audio_tokens` drawn by `VirtualLengthSampler("limited")`;
    the variant ``vlat_mix`` (not the paper's) keeps raw positions for half of its samples.
-3. Evaluation of the three questions (`recipes.longform`) at 16/32/64/128 items (1x/2x/4x/8x T) with
+3. Evaluation of the three questions (`recipes.longform.task`) at 16/32/64/128 items (1x/2x/4x/8x T) with
    none, partial_pi, partial_yarn (cutoff 4: the rotary pairs with wavelengths of 6-35 tokens keep raw
    positions; t 1.0), whole_pi, whole_yarn from the base T; the VLAT runs with none and partial_pi.
    Control: `partial_pi` puts every audio position of a long recording back inside 0..T (the LM has seen each
@@ -29,8 +29,8 @@ Steps (each result is written as soon as it exists; re-running the same command 
 Outputs in ``--out``: results.jsonl (one line per cell), longform.csv, longform.png (accuracy against audio
 length, one line per method, a panel per question), sweep.csv / sweep.png, summary.json.
 
-Code: step 1 in `scripts._longform_cache`, 2 in `scripts._longform_train`, 3-4 in `scripts._longform_eval`, the
-outputs in `scripts._longform_report`; this file holds the configuration, the order of the steps and the CLI.
+Code: step 1 in `recipes.longform.cache`, 2 in `recipes.longform.train`, 3-4 in `recipes.longform.evaluate`, the
+outputs in `recipes.longform.report`; this file holds the configuration, the order of the steps and the CLI.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from recipes.atomic import atomic_write_text
-from recipes.longform import ITEMS_PER_WINDOW, LONGFORM_MODEL, TOKENS_PER_ITEM, TaskTokens, rotary_wavelengths
-from scripts._longform_cache import build_encoder_and_cache
-from scripts._longform_eval import evaluate_run, load_done, run_sweep_at_longest
-from scripts._longform_report import aggregate, plot, result_table, write_csv
-from scripts._longform_train import check_positions, run_specs, trained_model
+from recipes.common.atomic import atomic_write_text
+from recipes.longform.cache import build_encoder_and_cache
+from recipes.longform.evaluate import evaluate_run, load_done, run_sweep_at_longest
+from recipes.longform.report import aggregate, plot, result_table, write_csv
+from recipes.longform.task import ITEMS_PER_WINDOW, LONGFORM_MODEL, TOKENS_PER_ITEM, TaskTokens, rotary_wavelengths
+from recipes.longform.train import check_positions, run_specs, trained_model
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recipes.shard_writer import print_write_summary, write_shards
+from recipes.data.shard_writer import print_write_summary, write_shards
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """Synthetic data for the offline demo and tests (deterministic for a seed), one subcommand per registered task
-(`recipes.tasks.TASKS`).
+(`recipes.synthetic.tasks.TASKS`).
 
     python -m scripts.make_synthetic notes --out data/notes --num 1500 --seed 0            # train split
     python -m scripts.make_synthetic notes --out data/notes --num 100 --seed 1 --split val
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recipes.tasks import get_task, task_names, write_task_dataset
+from recipes.synthetic.tasks import get_task, task_names, write_task_dataset
 
 
 def _common_options() -> argparse.ArgumentParser:

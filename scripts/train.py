@@ -5,12 +5,12 @@
     python -m scripts.train fit --config recipes/configs/tiny_stage2.yaml --ckpt_path last    # resume
     python -m scripts.train fit --config recipes/configs/qwen2vl7b_stage1.yaml --print_config # check a recipe
 
-Every option of `recipes.module.AudioVLMLightningModule` (``model.*``), `recipes.datamodule.AudioShardDataModule`
-(``data.*``) and ``lightning.pytorch.Trainer`` (``trainer.*``) can be set in the YAML or on the command line.
-Multi-GPU / multi-node runs only change ``trainer.strategy`` / ``devices`` / ``num_nodes`` (DDP, FSDP).
-Unless the recipe says otherwise, the CLI adds a Rich progress bar and the atomic checkpoint writer
-(`recipes.checkpointing.AtomicCheckpointIO`). A run whose training data yields no sample, or whose checkpoint
-to resume from is damaged with no readable one beside it, exits with status 1 and a one-paragraph message.
+Every option of `recipes.training.module.AudioVLMLightningModule` (``model.*``),
+`recipes.data.datamodule.AudioShardDataModule` (``data.*``) and ``lightning.pytorch.Trainer`` (``trainer.*``) can be set
+in the YAML or on the command line. Multi-GPU / multi-node runs only change ``trainer.strategy`` / ``devices`` /
+``num_nodes`` (DDP, FSDP). Unless the recipe says otherwise, the CLI adds a Rich progress bar and the atomic checkpoint
+writer (`recipes.training.checkpointing.AtomicCheckpointIO`). A run whose training data yields no sample, or whose
+checkpoint to resume from is damaged with no readable one beside it, exits with status 1 and a one-paragraph message.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from jsonargparse import Namespace  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
-from recipes.checkpointing import CheckpointDamagedError  # noqa: E402
-from recipes.datamodule import AudioShardDataModule
-from recipes.module import AudioVLMLightningModule
-from recipes.skips import NoDataError  # noqa: E402
+from recipes.data.datamodule import AudioShardDataModule
+from recipes.data.skips import NoDataError  # noqa: E402
+from recipes.training.checkpointing import CheckpointDamagedError  # noqa: E402
+from recipes.training.module import AudioVLMLightningModule
 
 # The frozen Whisper encoder and vision tower are kept in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -53,7 +53,9 @@ class AudioVLMCLI(LightningCLI):
         plugins = trainer.plugins
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any("CheckpointIO" in _class_name(p) for p in plugins):
-            plugins.append(Namespace(class_path="recipes.checkpointing.AtomicCheckpointIO", init_args=Namespace()))
+            plugins.append(
+                Namespace(class_path="recipes.training.checkpointing.AtomicCheckpointIO", init_args=Namespace())
+            )
         trainer.plugins = plugins
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,13 +13,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 from audio_adapter.families import FAMILIES  # noqa: E402  (after the offline switches above)
-
-
-def tone_clip(seconds: float, freq: float = 440.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
-    """A deterministic tone with a little noise, float32 (T,)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * sr))) / sr
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +40,6 @@ def tiny_family(family, request):
     return tiny_model_and_processor(seed=0, family=family)
 
 
-def audio_prompt(processor, question: str = "What do you hear?", n_clips: int = 1) -> str:
-    content = [{"type": "audio"} for _ in range(n_clips)] + [{"type": "text", "text": question}]
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-
-
 @pytest.fixture(scope="session")
 def hub_replicas(tmp_path_factory):
     """Offline copies of Qwen/Qwen2-VL-7B-Instruct and openai/whisper-large-v3-turbo with the real files and tiny
@@ -64,11 +52,20 @@ def hub_replicas(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hub_replica_qwen2_5_vl(hub_replicas):
-    """Offline copy of Qwen/Qwen2.5-VL-7B-Instruct (`audio_adapter.hub_replica_qwen2_5_vl`) beside the Qwen2-VL
+    """Offline copy of Qwen/Qwen2.5-VL-7B-Instruct (`audio_adapter.testing.hub_replica_qwen2_5_vl`) beside the Qwen2-VL
     one, with the same Whisper replica: ``{"vlm": Path, "whisper": Path}``. Do not modify them."""
-    from audio_adapter.hub_replica_qwen2_5_vl import QWEN2_5_VL_DIR, make_qwen2_5_vl_replica
+    from audio_adapter.testing.hub_replica_qwen2_5_vl import QWEN2_5_VL_DIR, make_qwen2_5_vl_replica
 
     return {
         "vlm": make_qwen2_5_vl_replica(hub_replicas["vlm"].parent / QWEN2_5_VL_DIR, seed=2),
         "whisper": hub_replicas["whisper"],
     }
+
+
+@pytest.fixture(scope="session")
+def offline_parts() -> dict[str, Path]:
+    """``{"vlm": <smollm2-135m-instruct-vl>, "whisper": <whisper-tiny.en>}``; do not modify them."""
+    from audio_adapter.pretrained.offline_parts import build_offline_parts
+    from tests.helpers import parts_cache_dir
+
+    return build_offline_parts(parts_cache_dir())

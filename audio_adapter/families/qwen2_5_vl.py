@@ -12,8 +12,8 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
-from ..audio_config import AUDIO_SUB_CONFIGS, AudioConfigMixin
-from ..audio_mixin import AudioVLMMixin
+from ..model.audio_config import AUDIO_SUB_CONFIGS, AudioConfigMixin
+from ..model.audio_mixin import AudioVLMMixin
 
 
 class AudioQwen2_5_VLConfig(AudioConfigMixin, Qwen2_5_VLConfig):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForImageTextToText, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
-from ..audio_config import AUDIO_SUB_CONFIGS, AudioConfigMixin
-from ..audio_mixin import AudioVLMMixin
+from ..model.audio_config import AUDIO_SUB_CONFIGS, AudioConfigMixin
+from ..model.audio_mixin import AudioVLMMixin
 
 
 class AudioVLMConfig(AudioConfigMixin, Qwen2VLConfig):

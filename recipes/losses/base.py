@@ -21,7 +21,7 @@ class Loss:
     `spec` can record the loss as plain data (hyper-parameters, checkpoints)."""
 
     needs_transcript: bool = False
-    # False: ``outputs.logits`` are only the label positions' (N, V) (`recipes.label_logits`), ``outputs.loss``
+    # False: ``outputs.logits`` are only the label positions' (N, V) (`recipes.training.label_logits`), ``outputs.loss``
     # their mean cross-entropy; True: the full (B, L, V) logits of the stock forward.
     needs_full_logits: bool = False
 

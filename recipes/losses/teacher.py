@@ -9,8 +9,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.nn import functional as F
 
-from recipes.collate import IGNORE_INDEX
-from recipes.text_twin import TEXT_TWIN_KEY
+from recipes.data.collate import IGNORE_INDEX
+from recipes.data.text_twin import TEXT_TWIN_KEY
 
 TWIN_MODEL_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
 SHARED_MODEL_INPUTS = ("pixel_values", "image_grid_thw")  # an image stays in the twin

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import torch
 
+from recipes.common.settings import check_float
+from recipes.data.text_twin import TEXT_TWIN_KEY
 from recipes.losses.base import Loss
 from recipes.losses.teacher import distillation_kl, response_logits, teacher_logits
-from recipes.settings import check_float
-from recipes.text_twin import TEXT_TWIN_KEY
 
 
 class TextTeacherKL(Loss):
     """``weight * T^2 * KL(teacher || student) + ce_weight * cross-entropy`` on the response tokens.
 
     The teacher is the same model, frozen (no gradient, eval mode; in stage 2 with the LoRA adapters
-    disabled), run on the sample's text twin: its transcript in place of the audio span (`recipes.text_twin`).
+    disabled), run on the sample's text twin: its transcript in place of the audio span (`recipes.data.text_twin`).
     The student is the training forward with the audio. Their next-token distributions at the response
     positions are matched after softening both by ``temperature``.
 

@@ -1,0 +1,1 @@
+"""Real checkpoints: loading pretrained parts, building the offline small parts."""

@@ -1,0 +1,1 @@
+"""Processor, tokenizer, audio placeholders and the log-mel front end."""

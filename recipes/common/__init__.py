@@ -1,0 +1,1 @@
+"""Shared by every stage: atomic writes, the job journal, setting checks, progress lines."""

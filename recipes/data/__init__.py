@@ -1,0 +1,1 @@
+"""Samples, WebDataset shards (reader and writer), the dataset, collator and data module."""

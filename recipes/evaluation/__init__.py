@@ -1,0 +1,1 @@
+"""Evaluation by generation: transcript scores, the MCQA question loop, scoring, results."""

@@ -1,0 +1,1 @@
+"""What the inference CLIs share: load a checkpoint folder, read audio, prompts, extension."""

@@ -1,0 +1,1 @@
+"""Synthetic training data: tone tasks, spoken tasks (eSpeak NG), the task registry."""

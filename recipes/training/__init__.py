@@ -1,0 +1,1 @@
+"""The Lightning module, what model to build, optimizer, checkpoints, exact resume."""
