@@ -223,7 +223,7 @@ def synthesise(cfg: DemoConfig, data: Path) -> None:
 
 def train_stage(cfg: DemoConfig, stage: int, base: Path, data: Path, out: Path, console: Console) -> None:
     """Steps 3-4: one stage of the real recipe through the training CLI."""
-    from scripts import train
+    from recipes.training import cli as train
 
     what = "projector + audio-token rows" if stage == 1 else "LoRA (q/k/v/o) + projector"
     steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
@@ -261,7 +261,7 @@ def evaluate_heldout(cfg: DemoConfig, final: Path, data: Path) -> HeldoutEval:
 
 def run_task(cfg: DemoConfig, console: Console) -> dict:
     """Steps 1-6 for ``cfg.task`` in ``cfg.out_dir``; returns the task's result (also written as result.json)."""
-    from scripts.export import export
+    from recipes.training.export import export
 
     task = demo_task(cfg.task)
     out = Path(cfg.out_dir)

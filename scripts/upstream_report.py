@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.check_lock import PROJECT, PROJECT_EXTRAS, dependency_tree, installed_version, read_lock
+from recipes.common.lock import PROJECT, PROJECT_EXTRAS, dependency_tree, installed_version, read_lock
 
 WATCHED = ("torch", "transformers", "peft", "lightning")
 HOOK_WORDS = ("hook", "signature", "parameters")  # a failing test whose id names one: a moved internal

@@ -10,9 +10,7 @@ import torch
 
 from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
 
-from .samples import message_text
-
-IGNORE_INDEX = -100
+from .samples import IGNORE_INDEX, message_text
 
 
 # ======================================================================================= collation

@@ -17,6 +17,7 @@ from .skips import SampleSkipped, SkipReason
 AUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 ROLES = ("system", "user", "assistant")
+IGNORE_INDEX = -100  # the label of a position the loss ignores (torch cross_entropy's default ignore_index)
 
 
 # ======================================================================================= JSON / messages

@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from .collate import IGNORE_INDEX
-from .samples import sample_transcript
+from .samples import IGNORE_INDEX, sample_transcript
 from .skips import SkipCounter, SkipReason
 
 TEXT_TWIN_KEY = "text_twin"  # batch[TEXT_TWIN_KEY]: {"input_ids", "attention_mask", "labels", "mm_token_type_ids"}

@@ -28,7 +28,7 @@ from recipes.evaluation.mcqa_scoring import MCQAResult, score_response
 from recipes.inference.common import read_audio
 
 if TYPE_CHECKING:
-    from scripts.eval_mcqa import MCQAItem
+    from recipes.evaluation.mcqa_items import MCQAItem
 
 JOURNAL = "predictions.jsonl"
 RESUME_KEYS = ("model", "instruction", "max_new_tokens", "extension")  # must match to resume a run's journal

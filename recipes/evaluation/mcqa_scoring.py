@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scripts.eval_mcqa import MCQAItem
+    from recipes.evaluation.mcqa_items import MCQAItem
 
 ANSWER_PATTERN = re.compile(r"\((\d)\)")  # the paper's answer regex
 DEFAULT_BUCKET_EDGES = (60.0, 120.0, 300.0, 600.0)  # the paper's 1, 2, 5, 10 minute test sets

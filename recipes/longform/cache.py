@@ -16,7 +16,7 @@ from recipes.common.atomic import atomic_open
 from recipes.longform.task import ITEM_NAMES, ITEMS_PER_WINDOW, TOKENS_PER_ITEM, encode_clips, make_recordings
 
 if TYPE_CHECKING:
-    from scripts.longform import LongformConfig
+    from recipes.longform.config import LongformConfig
 
 
 def save_torch(obj, path: Path) -> None:

@@ -16,7 +16,7 @@ from recipes.longform.cache import progress_bar
 from recipes.longform.task import QUESTIONS, TOKENS_PER_ITEM, Method, TaskTokens, accuracy
 
 if TYPE_CHECKING:
-    from scripts.longform import LongformConfig
+    from recipes.longform.config import LongformConfig
 
 
 def methods_for(kind: str, cutoff: int) -> list[Method]:
@@ -90,7 +90,7 @@ def evaluate_run(
 def run_sweep_at_longest(cfg: LongformConfig, model, tokens: TaskTokens, cache: dict, out: Path, console: Console):
     """Partial YaRN accuracy (all questions) over ``cfg``'s cutoff x temperature grid at the longest length:
     `scripts.sweep`'s CSV, heatmap and table; reused from ``sweep.json`` when the grid is unchanged."""
-    from scripts.sweep import SweepPoint, plot_heatmap, sweep_table, write_csv
+    from recipes.evaluation.sweep import SweepPoint, plot_heatmap, sweep_table, write_csv
 
     n = max(cfg.eval_items)
     done_path = out / "sweep.json"

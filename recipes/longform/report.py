@@ -13,7 +13,7 @@ from recipes.common.atomic import atomic_open
 from recipes.longform.task import ITEM_NAMES, ITEM_SECONDS, ITEMS_PER_WINDOW, QUESTIONS
 
 if TYPE_CHECKING:
-    from scripts.longform import LongformConfig
+    from recipes.longform.config import LongformConfig
 
 
 def aggregate(rows: list[dict]) -> list[dict]:

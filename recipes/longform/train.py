@@ -14,7 +14,7 @@ from recipes.longform.cache import new_model, progress_bar, save_torch
 from recipes.longform.task import ITEMS_PER_WINDOW, TOKENS_PER_ITEM, TaskTokens, TrainPool, TrainSettings, train_lm
 
 if TYPE_CHECKING:
-    from scripts.longform import LongformConfig
+    from recipes.longform.config import LongformConfig
 
 
 def run_specs(cfg: LongformConfig) -> list[dict]:

@@ -14,8 +14,32 @@ loss is one file here subclassing `Loss` plus its import line below; a loss that
 sets ``needs_transcript = True`` and the data module then builds text twins (`recipes.data.text_twin`).
 """
 
-from recipes.losses.base import Loss, build_loss
+import importlib
+
+from recipes.losses.base import Loss
 from recipes.losses.cross_entropy import CrossEntropy
 from recipes.losses.text_teacher_kl import TextTeacherKL
+
+
+def build_loss(value: Loss | dict | None) -> Loss:
+    """A `Loss` from ``None`` (the default, `CrossEntropy`), an instance, or ``{"class_path", "init_args"}``."""
+    if value is None:
+        return CrossEntropy()
+    if isinstance(value, Loss):
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("class_path"), str):
+        raise ValueError(
+            f"loss must be a recipes.losses.Loss or {{'class_path': ..., 'init_args': {{...}}}}, got {value!r}"
+        )
+    path = value["class_path"]
+    module_name, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name) if module_name else None
+    except (ImportError, AttributeError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, Loss)):
+        raise ValueError(f"loss class_path {path!r} is not an importable recipes.losses.Loss subclass")
+    return cls(**dict(value.get("init_args") or {}))
+
 
 __all__ = ["CrossEntropy", "Loss", "TextTeacherKL", "build_loss"]

@@ -1,8 +1,7 @@
-"""`Loss`: what every training loss implements, and `build_loss` (a YAML ``class_path`` spec -> an instance)."""
+"""`Loss`: what every training loss implements (`recipes.losses.build_loss` turns a YAML spec into one)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -39,26 +38,3 @@ class Loss:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.init_args().items())
         return f"{type(self).__name__}({args})"
-
-
-def build_loss(value: Loss | dict | None) -> Loss:
-    """A `Loss` from ``None`` (the default, `CrossEntropy`), an instance, or ``{"class_path", "init_args"}``."""
-    if value is None:
-        from recipes.losses.cross_entropy import CrossEntropy
-
-        return CrossEntropy()
-    if isinstance(value, Loss):
-        return value
-    if not isinstance(value, dict) or not isinstance(value.get("class_path"), str):
-        raise ValueError(
-            f"loss must be a recipes.losses.Loss or {{'class_path': ..., 'init_args': {{...}}}}, got {value!r}"
-        )
-    path = value["class_path"]
-    module_name, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), name) if module_name else None
-    except (ImportError, AttributeError):
-        cls = None
-    if not (isinstance(cls, type) and issubclass(cls, Loss)):
-        raise ValueError(f"loss class_path {path!r} is not an importable recipes.losses.Loss subclass")
-    return cls(**dict(value.get("init_args") or {}))

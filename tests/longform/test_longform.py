@@ -60,7 +60,8 @@ def test_training_crops_keep_the_marker_inside_and_answers_follow_the_items():
 
 @pytest.fixture(scope="module")
 def quick_longform(tmp_path_factory):
-    from scripts.longform import LongformConfig, run_longform
+    from recipes.longform.config import LongformConfig
+    from recipes.longform.run import run_longform
 
     out = tmp_path_factory.mktemp("longform")
     cfg = LongformConfig.quick(out_dir=str(out))
@@ -96,7 +97,7 @@ def test_longform_quick_writes_every_output(quick_longform):
 
 
 def test_longform_resumes_without_redoing_work(quick_longform):
-    from scripts.longform import run_longform
+    from recipes.longform.run import run_longform
 
     out, cfg, _ = quick_longform
     lines = (out / "results.jsonl").read_text().splitlines()

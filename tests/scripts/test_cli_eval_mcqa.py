@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
+from recipes.evaluation import mcqa, mcqa_items
 from recipes.evaluation import mcqa_scoring as _mcqa_scoring
 from recipes.inference.common import read_audio
 from recipes.synthetic.datasets import make_mcqa_dataset
@@ -49,12 +50,12 @@ def test_parse_answer(response, expected):
 
 def test_load_and_prompt(setup):
     _, manifest = setup
-    items = eval_mcqa.load_mcqa(manifest)
-    assert len(items) == N and eval_mcqa.load_mcqa(manifest, limit=3) == items[:3]
+    items = mcqa_items.load_mcqa(manifest)
+    assert len(items) == N and mcqa_items.load_mcqa(manifest, limit=3) == items[:3]
     for it in items:
         assert len(it.choices) == 4 and 0 <= it.answer < 4
         assert abs(it.seconds - len(read_audio(it.audio)) / 16000) < 1e-3
-    text = eval_mcqa.question_text(items[0].question, items[0].choices)
+    text = mcqa.question_text(items[0].question, items[0].choices)
     assert "(NUMBER) STATEMENT" in text and items[0].question in text
     for i, choice in enumerate(items[0].choices):
         assert f"({i + 1}) {choice}" in text
@@ -64,7 +65,7 @@ def test_bad_record_names_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"audio": "a.flac", "question": "q", "choices": ["a", "b"], "answer": 5, "seconds": 1}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1: .*answer"):
-        eval_mcqa.load_mcqa(path)
+        mcqa_items.load_mcqa(path)
 
 
 def test_buckets():
@@ -93,9 +94,9 @@ def _oracle(kind):
 @pytest.mark.parametrize("kind, accuracy, invalid", [("right", 1.0, 0), ("wrong", 0.0, 0), ("garbage", 0.0, N)])
 def test_oracle_accuracy_and_buckets(setup, kind, accuracy, invalid):
     _, manifest = setup
-    items = eval_mcqa.load_mcqa(manifest)
+    items = mcqa_items.load_mcqa(manifest)
     edges = sorted(it.seconds for it in items)[2:5:2]  # two edges inside the data: three non-empty buckets
-    result = eval_mcqa.evaluate_mcqa(
+    result = mcqa.evaluate_mcqa(
         None, None, items, batch_size=3, bucket_edges=edges, respond=_oracle(kind), show_progress=False
     )
     assert result.n == N and result.accuracy == accuracy and result.invalid == invalid
@@ -112,7 +113,7 @@ def test_oracle_through_real_batched_generate(setup, monkeypatch):
     ckpt, manifest = setup
     model = AudioVLMForConditionalGeneration.from_pretrained(str(ckpt)).eval()
     processor = AudioVLMProcessor.from_pretrained(ckpt)
-    items = eval_mcqa.load_mcqa(manifest)
+    items = mcqa_items.load_mcqa(manifest)
     by_tokens = {processor.audio_token_count(len(read_audio(it.audio))): it for it in items}
     assert len(by_tokens) == N, "test data needs distinct clip lengths"
     tok = processor.tokenizer
@@ -130,7 +131,7 @@ def test_oracle_through_real_batched_generate(setup, monkeypatch):
         return torch.cat([input_ids, new], dim=1)
 
     monkeypatch.setattr(model, "generate", fake_generate)
-    result = eval_mcqa.evaluate_mcqa(model, processor, items, batch_size=3, show_progress=False)
+    result = mcqa.evaluate_mcqa(model, processor, items, batch_size=3, show_progress=False)
     assert seen == [3, 3, 1]
     assert result.accuracy == 1.0 and result.invalid == 0
     assert [p.response for p in result.predictions] == [f"({it.answer + 1}) {it.choices[it.answer]}" for it in items]
@@ -227,7 +228,7 @@ def _with_bad_clips(manifest, tmp_path):
 def test_unreadable_clips_are_recorded_not_fatal(setup, tmp_path, monkeypatch):
     ckpt, manifest = setup
     data, bad_keys = _with_bad_clips(manifest, tmp_path)
-    monkeypatch.setattr(eval_mcqa, "answer_batch", _oracle("right"))
+    monkeypatch.setattr(mcqa, "answer_batch", _oracle("right"))
     out = tmp_path / "out"
     result = eval_mcqa.main(_argv(ckpt, data, out))
     payload, journal = _read(out)
@@ -251,7 +252,7 @@ def test_interrupted_run_keeps_its_answers_and_resumes_to_the_same_result(setup,
         done.extend(it.key for it in items)
         return right(model, processor, items, audio, **kwargs)
 
-    monkeypatch.setattr(eval_mcqa, "answer_batch", crashing)
+    monkeypatch.setattr(mcqa, "answer_batch", crashing)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         eval_mcqa.main(_argv(ckpt, manifest, out))
@@ -268,9 +269,9 @@ def test_interrupted_run_keeps_its_answers_and_resumes_to_the_same_result(setup,
         asked.extend(it.key for it in items)
         return right(model, processor, items, audio, **kwargs)
 
-    monkeypatch.setattr(eval_mcqa, "answer_batch", counting)
+    monkeypatch.setattr(mcqa, "answer_batch", counting)
     eval_mcqa.main(_argv(ckpt, manifest, out))
-    keys = [it.key for it in eval_mcqa.load_mcqa(manifest)]
+    keys = [it.key for it in mcqa_items.load_mcqa(manifest)]
     assert sorted(asked) == sorted(set(keys) - set(done))  # only the unanswered items are asked
     asked.clear()
     eval_mcqa.main(_argv(ckpt, manifest, out))  # a finished run: nothing left to ask
@@ -295,4 +296,4 @@ def test_control_tokens_in_questions_are_refused(tmp_path):
         + "\n"
     )
     with pytest.raises(ValueError, match=r"inj\.jsonl:1: .*<\|im_end\|>"):
-        eval_mcqa.load_mcqa(path)
+        mcqa_items.load_mcqa(path)

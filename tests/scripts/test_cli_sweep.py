@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from audio_adapter.testing import tiny_model_and_processor
+from recipes.evaluation import mcqa, mcqa_items
+from recipes.evaluation import sweep as sweep_lib
 from recipes.synthetic.datasets import make_mcqa_dataset
-from scripts import eval_mcqa, sweep
+from scripts import sweep
 from tests.helpers import save_tiny_checkpoint
 
 
@@ -83,19 +85,19 @@ def test_default_cutoffs_too_big_for_tiny_head_is_a_cli_error(setup, tmp_path):
 
 def test_run_sweep_evaluates_each_point_with_its_extension(setup, monkeypatch):
     """An oracle right only at (cutoff 4, t 1.2) must show up in exactly that cell; the model's extension is
-    restored afterwards; every point goes through eval_mcqa.evaluate_mcqa."""
+    restored afterwards; every point goes through mcqa.evaluate_mcqa."""
     _, manifest = setup
     model, processor = tiny_model_and_processor()
     model.set_context_extension(method="partial_pi", base_audio_seconds=7.0)
-    items = eval_mcqa.load_mcqa(manifest)
+    items = mcqa_items.load_mcqa(manifest)
     calls = []
-    real = eval_mcqa.evaluate_mcqa
+    real = mcqa.evaluate_mcqa
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, "evaluate_mcqa", counting)
+    monkeypatch.setattr(sweep_lib, "evaluate_mcqa", counting)
 
     def respond(model, processor, batch, audio, **kwargs):
         ext = model.context_extension
@@ -103,7 +105,7 @@ def test_run_sweep_evaluates_each_point_with_its_extension(setup, monkeypatch):
         good = (ext.cutoff, ext.temperature) == (4, 1.2)
         return [f"({it.answer + 1 if good else (it.answer + 1) % 4 + 1})" for it in batch]
 
-    points = sweep.run_sweep(
+    points = sweep_lib.run_sweep(
         model,
         processor,
         items,
@@ -115,7 +117,7 @@ def test_run_sweep_evaluates_each_point_with_its_extension(setup, monkeypatch):
     )
     assert len(calls) == 9
     assert model.context_extension.method == "partial_pi" and model.context_extension.base_audio_seconds == 7.0
-    cutoffs, temps, grid = sweep.accuracy_grid(points)
+    cutoffs, temps, grid = sweep_lib.accuracy_grid(points)
     assert cutoffs == [8, 4, 0] and temps == [0.6, 1.2, 1.5]
     expected = np.zeros((3, 3))
     expected[1, 1] = 1.0
@@ -163,7 +165,7 @@ def test_interrupted_sweep_keeps_finished_points_and_resumes(setup, tmp_path, mo
             "cpu",
         ]
 
-    monkeypatch.setattr(eval_mcqa, "answer_batch", crashing)
+    monkeypatch.setattr(mcqa, "answer_batch", crashing)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="device lost"):
         sweep.main(argv(out))
@@ -175,7 +177,7 @@ def test_interrupted_sweep_keeps_finished_points_and_resumes(setup, tmp_path, mo
         asked.append([it.key for it in batch])
         return right(model, processor, batch, audio)
 
-    monkeypatch.setattr(eval_mcqa, "answer_batch", counting)
+    monkeypatch.setattr(mcqa, "answer_batch", counting)
     sweep.main(argv(out))
     assert len(asked) == 2  # the two points never answered, one batch of 4 each
     fresh = tmp_path / "fresh"

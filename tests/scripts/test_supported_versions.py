@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from scripts.check_lock import NO_DEPS_WHEELS, PROJECT, read_lock
+from recipes.common.lock import NO_DEPS_WHEELS, PROJECT, read_lock
 from scripts.upstream_report import read_junit, report_lines
 
 ROOT = Path(__file__).resolve().parents[2]

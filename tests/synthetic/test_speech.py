@@ -88,7 +88,7 @@ def test_speech_datasets_write_shards_and_mcqa_the_eval_layout(tmp_path):
     import soundfile as sf
 
     from recipes.data.shard_reader import iter_tar_samples
-    from scripts.eval_mcqa import load_mcqa
+    from recipes.evaluation.mcqa_items import load_mcqa
 
     ds = make_digits_dataset(tmp_path / "digits", 3, seed=0, split="train")
     rows = [json.loads(line) for line in ds.manifest.read_text().splitlines()]
@@ -108,8 +108,8 @@ def test_speech_datasets_write_shards_and_mcqa_the_eval_layout(tmp_path):
 
 
 def test_make_synthetic_cli_speech_tasks(tmp_path, capsys):
+    from recipes.evaluation.mcqa_items import load_mcqa
     from scripts import make_synthetic
-    from scripts.eval_mcqa import load_mcqa
 
     assert make_synthetic.main(["digits", "--out", str(tmp_path / "d"), "--num", "2", "--max-digits", "3"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "d" / "train.jsonl").read_text().splitlines()]

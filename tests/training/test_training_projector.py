@@ -142,7 +142,7 @@ def test_files_of_the_first_format_still_load(tmp_path):
 def test_stack_mlp_is_one_config_field(shards, tmp_path):
     """Acceptance: ``projector_type: stack_mlp`` trains (stage 1 + stage 2), saves, reloads (export) and generates."""
     from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
-    from scripts.export import export
+    from recipes.training.export import export
 
     overrides = {**TINY, "projector_type": "stack_mlp", "projector_stack_factor": 2}
     stage1 = AudioVLMLightningModule("tiny", tiny_overrides=overrides, stage=1, lr=1e-2)

@@ -10,9 +10,9 @@ import torch
 
 from recipes.data.collate import model_inputs
 from recipes.data.dataset import AudioShardDataset
+from recipes.training.export import export
 from recipes.training.module import ADAPTER_DIR, AudioVLMLightningModule, lora_target_regex
 from recipes.training.projector_file import load_projector_file
-from scripts.export import export
 from scripts.export import main as export_main
 from tests.helpers import (
     TINY,
