@@ -25,9 +25,6 @@ import torch
 
 from audio_adapter.testing import tiny_model_and_processor
 
-# 3 s encoder windows and 80 mel bins: the synthetic clips are < 3 s, and log-mel stays cheap on CPU.
-TINY = {"max_source_positions": 150, "num_mel_bins": 80}
-
 
 def tone_clip(seconds: float, freq: float = 440.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
     """A deterministic tone with a little noise, float32 (T,)."""

@@ -140,5 +140,5 @@ def audio_aware_rotary(stock_rotary: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
-# The Qwen2-VL class under its historical name, kept for the public import path `audio_adapter.model.rotary`.
-AudioAwareRotaryEmbedding = audio_aware_rotary(Qwen2VLRotaryEmbedding)
+# Bound at import (not only when a model is built), so that a pickled Qwen2-VL model unpickles in a fresh process.
+audio_aware_rotary(Qwen2VLRotaryEmbedding)

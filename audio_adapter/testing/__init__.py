@@ -37,6 +37,11 @@ TINY_DEFAULTS = {
     "max_position_embeddings": 32768,
 }
 
+# The "3-second tiny" preset most tests use (``tiny_model_and_processor(**TINY_3S)``): 3 s encoder windows (150
+# encoder frames x 2 mel frames x 10 ms) and 80 mel bins, so log-mel and the encoder stay cheap on CPU and a
+# synthetic clip (< 3 s) fits one window. The tiny recipes (recipes/configs/tiny_stage*.yaml) set the same values.
+TINY_3S = {"max_source_positions": 150, "num_mel_bins": 80}
+
 
 def _resolve(overrides: dict) -> dict:
     unknown = sorted(set(overrides) - set(TINY_DEFAULTS))

@@ -153,9 +153,3 @@ def paired_ratio(
     ratios = [x / y for x, y in zip(a, b)]
     low, high = bootstrap_median_ci(ratios)
     return RatioResult(label, statistics.median(ratios), low, high, len(ratios), target, higher_is_better)
-
-
-def median_ci(values: list[float]) -> tuple[float, float, float]:
-    """(median, low, high) of plain samples (e.g. one side's absolute time, for context only)."""
-    low, high = bootstrap_median_ci(values)
-    return statistics.median(values), low, high

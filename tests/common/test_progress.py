@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from audio_adapter.testing import TINY_3S
 from recipes.common.progress import Heartbeat, ProgressLog, format_elapsed, wants_plain_lines
 from recipes.training.module import AudioVLMLightningModule
-from tests.helpers import TINY, datamodule, make_shards, single_thread, trainer  # noqa: F401
+from tests.helpers import datamodule, make_shards, single_thread, trainer  # noqa: F401
 
 
 class _Terminal(io.StringIO):
@@ -48,7 +49,7 @@ def test_elapsed_reads_as_minutes_and_seconds():
 
 def test_training_prints_stage_step_loss_elapsed_to_a_log(tmp_path, capsys):
     shards = make_shards(tmp_path / "data", num=4, seed=0, maxcount=2)
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=1, lr=1e-2)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=1, lr=1e-2)
     assert any(isinstance(cb, ProgressLog) for cb in module.configure_callbacks())
     trainer(3).fit(module, datamodule(shards["glob"], batch_size=2))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[train stage 1]")]

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.dataset import AudioShardDataset
 from recipes.data.loader import ShardLoader
 from recipes.data.skips import SkipCounter, SkipReason
@@ -27,7 +28,7 @@ MAX_SECONDS = 20.0
 def processor():
     from audio_adapter.testing import tiny_processor
 
-    return tiny_processor(max_source_positions=150, num_mel_bins=80)
+    return tiny_processor(**TINY_3S)
 
 
 def _audio_bytes(audio: np.ndarray, sr: int, fmt: str = "FLAC", subtype: str | None = None) -> bytes:

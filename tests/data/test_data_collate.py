@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.collate import IGNORE_INDEX, AudioCollator, model_inputs
 from recipes.data.samples import normalize_messages
 
@@ -17,7 +18,7 @@ WINDOW_SECONDS = 3.0  # tiny_processor(max_source_positions=150): 150 encoder fr
 def processor():
     from audio_adapter.testing import tiny_processor
 
-    return tiny_processor(max_source_positions=150, num_mel_bins=80)
+    return tiny_processor(**TINY_3S)
 
 
 def _clip(seconds: float, freq: float, seed: int) -> torch.Tensor:

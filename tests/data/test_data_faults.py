@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.shard_reader import _Bad, iter_tar_samples
 from recipes.data.skips import SkipReason
 from recipes.synthetic.datasets import notes_sample
@@ -27,7 +28,7 @@ from recipes.synthetic.datasets import notes_sample
 def processor():
     from audio_adapter.testing import tiny_processor
 
-    return tiny_processor(max_source_positions=150, num_mel_bins=80)
+    return tiny_processor(**TINY_3S)
 
 
 def _good(seed: int, i: int, key: str | None = None) -> dict:

@@ -22,6 +22,7 @@ import soundfile as sf
 import torch
 import webdataset as wds
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.collate import AudioCollator
 from recipes.data.dataset import AudioShardDataset
 
@@ -63,7 +64,7 @@ LOSSY = {"mp3_44k", "ogg48k"}
 def features(tmp_path_factory):
     from audio_adapter.testing import tiny_processor
 
-    processor = tiny_processor(max_source_positions=150, num_mel_bins=80)  # 3 s windows
+    processor = tiny_processor(**TINY_3S)  # 3 s windows
     path = tmp_path_factory.mktemp("rates") / "rates-0.tar"
     with wds.TarWriter(str(path)) as w:
         for key, (ext, sr, channels, fmt, subtype) in VARIANTS.items():

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.datamodule import AudioShardDataModule
 from recipes.data.dataset import AudioShardDataset
 from recipes.synthetic.datasets import notes_sample
@@ -74,7 +75,7 @@ def shards(tmp_path_factory):
 def processor():
     from audio_adapter.testing import tiny_processor
 
-    return tiny_processor(max_source_positions=150, num_mel_bins=80)
+    return tiny_processor(**TINY_3S)
 
 
 def _dm(shards, processor, workers: int) -> AudioShardDataModule:

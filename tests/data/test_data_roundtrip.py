@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.collate import IGNORE_INDEX
 from recipes.data.dataset import AudioShardDataset
 from recipes.data.loader import ShardLoader
@@ -27,7 +28,7 @@ N_SAMPLES = 22
 def processor():
     from audio_adapter.testing import tiny_processor
 
-    return tiny_processor(max_source_positions=150, num_mel_bins=80)  # 3 s windows: cheap log-mel
+    return tiny_processor(**TINY_3S)  # 3 s windows: cheap log-mel
 
 
 @pytest.fixture(scope="module")

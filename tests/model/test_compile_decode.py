@@ -15,14 +15,13 @@ import torch
 from transformers import CompileConfig, LogitsProcessorList
 
 from audio_adapter.model.transformers_hooks import cache_kwarg, returned_cache
-from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.testing import TINY_3S, tiny_model_and_processor
 from tests.helpers import (
     audio_prompt,
     single_thread,  # noqa: F401 (autouse: tiny models, no OpenMP spinning)
     tone_clip,
 )
 
-TINY = {"max_source_positions": 150, "num_mel_bins": 80}
 PARTIAL_YARN = {"method": "partial_yarn", "cutoff": 2, "temperature": 1.3, "base_audio_seconds": 1.0}
 GRAPHS: list[torch.fx.GraphModule] = []
 
@@ -43,7 +42,7 @@ def _audio_batch(processor):
 
 @pytest.fixture(scope="module")
 def model_and_processor():
-    return tiny_model_and_processor(seed=3, **TINY)
+    return tiny_model_and_processor(seed=3, **TINY_3S)
 
 
 @pytest.mark.parametrize("extension", [None, PARTIAL_YARN], ids=["no_extension", "partial_yarn"])
@@ -51,7 +50,7 @@ def test_one_decode_step_with_audio_in_cache_has_no_graph_breaks(extension):
     """A manual decode step (no position_ids: with Partial YaRN the model continues the extended positions of
     its last prefill) captured by dynamo: one graph, zero breaks, as stock Qwen2-VL (see
     tests/model/test_stock_parity.py)."""
-    model, processor = tiny_model_and_processor(seed=3, context_extension=extension, **TINY)  # fresh: no stale state
+    model, processor = tiny_model_and_processor(seed=3, context_extension=extension, **TINY_3S)  # fresh: no stale state
     inputs = _audio_batch(processor)
     torch._dynamo.reset()
     with torch.no_grad():

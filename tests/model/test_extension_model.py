@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 from transformers import AutoConfig, DynamicCache
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding
 
 from audio_adapter.families.qwen2_vl import AudioVLMConfig
-from audio_adapter.model.rotary import AudioAwareRotaryEmbedding
+from audio_adapter.model.rotary import audio_aware_rotary
 from audio_adapter.model.transformers_hooks import cache_kwarg
 from audio_adapter.testing import tiny_model_and_processor, tiny_qwen2vl_kwargs
 from extension import AudioContextExtension
@@ -227,4 +228,4 @@ def test_from_pretrained_refuses_a_saved_bad_extension(tmp_path):
 def test_rotary_refuses_a_cutoff_the_head_cannot_hold():
     text_config = AudioVLMConfig(**_tiny_config_kwargs()).text_config
     with pytest.raises(ValueError, match=r"cutoff 100 exceeds .*head_dim 16"):
-        AudioAwareRotaryEmbedding(text_config, AudioContextExtension(**BAD_EXTENSION))
+        audio_aware_rotary(Qwen2VLRotaryEmbedding)(text_config, AudioContextExtension(**BAD_EXTENSION))

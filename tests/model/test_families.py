@@ -16,11 +16,10 @@ from audio_adapter.families import FAMILIES, family_of
 from audio_adapter.model.audio_generation import AudioGenerationMixin
 from audio_adapter.model.audio_mixin import PRIVATE_TRANSFORMERS_HOOKS, AudioVLMMixin
 from audio_adapter.model.audio_positions import AudioPositionsMixin
-from audio_adapter.model.rotary import AudioAwareRotaryEmbedding
+from audio_adapter.model.rotary import audio_aware_rotary
 from audio_adapter.pretrained.loading import load_pretrained_parts
-from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.testing import TINY_3S, tiny_model_and_processor
 
-TINY = {"max_source_positions": 150, "num_mel_bins": 80}
 MIXINS = (AudioVLMMixin, AudioGenerationMixin, AudioPositionsMixin)
 # methods of the mixins that override public stock API (documented behaviour, not private hooks)
 PUBLIC_OVERRIDES = {"__init__", "forward"}
@@ -34,7 +33,7 @@ def stock_class(model_class: type) -> type:
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family_stock(request):
     """(model_type, stock model class, a tiny stock instance built from the family's tiny audio config)."""
-    model, _ = tiny_model_and_processor(family=request.param, **TINY)
+    model, _ = tiny_model_and_processor(family=request.param, **TINY_3S)
     cls = stock_class(FAMILIES[request.param].model_class)
     with torch.random.fork_rng(devices=[]):
         return request.param, cls, cls(model.config).eval()
@@ -82,32 +81,30 @@ def test_registry_picks_by_model_type():
 
 
 def test_load_pretrained_parts_refuses_an_unregistered_family(tmp_path):
-    _, processor = tiny_model_and_processor(**TINY)
+    _, processor = tiny_model_and_processor(**TINY_3S)
     LlamaConfig(hidden_size=16, num_attention_heads=2, num_hidden_layers=1).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'llama' is not a supported VLM family"):
         load_pretrained_parts(str(tmp_path), str(tmp_path), tokenizer=processor.tokenizer)
 
 
-def test_old_import_paths_and_public_classes():
-    from audio_adapter import AudioVLMConfig as public_config
-    from audio_adapter import AudioVLMForConditionalGeneration as public_model
-    from audio_adapter.configuration import AudioVLMConfig
+def test_public_classes():
+    from audio_adapter import AudioVLMConfig, AudioVLMForConditionalGeneration
+    from audio_adapter.model.audio_mixin import pool_audio_frames
     from audio_adapter.model.rotary import pack_extended_positions
-    from audio_adapter.modeling import AudioVLMForConditionalGeneration, pool_audio_frames
 
-    assert AudioVLMForConditionalGeneration is public_model is FAMILIES["qwen2_vl"].model_class
-    assert AudioVLMConfig is public_config is FAMILIES["qwen2_vl"].config_class
+    assert AudioVLMForConditionalGeneration is FAMILIES["qwen2_vl"].model_class
+    assert AudioVLMConfig is FAMILIES["qwen2_vl"].config_class
     assert issubclass(AudioVLMForConditionalGeneration, Qwen2VLForConditionalGeneration)
     assert issubclass(AudioVLMConfig, Qwen2VLConfig)
-    assert issubclass(AudioAwareRotaryEmbedding, Qwen2VLRotaryEmbedding)
+    assert issubclass(audio_aware_rotary(Qwen2VLRotaryEmbedding), Qwen2VLRotaryEmbedding)
     assert callable(pool_audio_frames) and callable(pack_extended_positions)
     assert AutoConfig.for_model(AudioVLMConfig.model_type).__class__ is AudioVLMConfig
 
 
 def test_model_has_audio_modules_and_audio_aware_rotary_that_pickles():
-    model, _ = tiny_model_and_processor(**TINY)
+    model, _ = tiny_model_and_processor(**TINY_3S)
     assert isinstance(model.audio_tower, nn.Module) and isinstance(model.audio_projector, nn.Module)
     rotary = model.model.language_model.rotary_emb
-    assert isinstance(rotary, AudioAwareRotaryEmbedding) and isinstance(rotary, Qwen2VLRotaryEmbedding)
+    assert isinstance(rotary, audio_aware_rotary(Qwen2VLRotaryEmbedding)) and isinstance(rotary, Qwen2VLRotaryEmbedding)
     clone = pickle.loads(pickle.dumps(rotary))
     assert type(clone) is type(rotary) and torch.equal(clone.inv_freq, rotary.inv_freq)

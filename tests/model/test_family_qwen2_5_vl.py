@@ -11,18 +11,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.testing import TINY_3S, tiny_model_and_processor
 from tests.helpers import audio_prompt, tone_clip
 
-TINY = {"max_source_positions": 150, "num_mel_bins": 80}
 PARTIAL_YARN = {"method": "partial_yarn", "cutoff": 2, "temperature": 1.3, "base_audio_seconds": 1.0}
 
 
 @pytest.fixture(scope="module")
 def twins():
     """(Qwen2-VL audio model, Qwen2.5-VL audio model with the same text + audio weights, processor)."""
-    qwen2, processor = tiny_model_and_processor(seed=0, family="qwen2_vl", **TINY)
-    qwen2_5, _ = tiny_model_and_processor(seed=0, family="qwen2_5_vl", **TINY)
+    qwen2, processor = tiny_model_and_processor(seed=0, family="qwen2_vl", **TINY_3S)
+    qwen2_5, _ = tiny_model_and_processor(seed=0, family="qwen2_5_vl", **TINY_3S)
     shared = {k: v for k, v in qwen2.state_dict().items() if not k.startswith("model.visual.")}
     missing, unexpected = qwen2_5.load_state_dict(shared, strict=False)
     assert not unexpected and missing and all(k.startswith("model.visual.") for k in missing)
@@ -70,7 +69,7 @@ def _video_inputs(model, processor, seconds_per_grid: float) -> dict:
 
 
 def test_second_per_grid_ts_reaches_positions_built_for_an_extension():
-    model, processor = tiny_model_and_processor(seed=3, family="qwen2_5_vl", **TINY)
+    model, processor = tiny_model_and_processor(seed=3, family="qwen2_5_vl", **TINY_3S)
     slow, fast = _video_inputs(model, processor, 2.0), _video_inputs(model, processor, 0.5)
     try:
         with torch.no_grad():

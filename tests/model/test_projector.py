@@ -16,20 +16,19 @@ from audio_adapter.model.projector import (
     select_tokens,
     stack_frames,
 )
-from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.testing import TINY_3S, tiny_model_and_processor
 from tests.helpers import (
     audio_prompt,
     single_thread,  # noqa: F401 (autouse: tiny models, no OpenMP spinning)
     tone_clip,
 )
 
-TINY = {"max_source_positions": 150, "num_mel_bins": 80}  # 3 s windows: cheap log-mel and encoder
 STACK = {"projector_type": "stack_mlp", "projector_stack_factor": 4}
 
 
 @pytest.fixture(scope="module")
 def stacked():
-    return tiny_model_and_processor(seed=0, **TINY, **STACK)
+    return tiny_model_and_processor(seed=0, **TINY_3S, **STACK)
 
 
 def _batch(processor, seconds=(4.0,), n_prompts=1):
@@ -70,7 +69,7 @@ def test_stack_mlp_model_tokens_match_processor_placeholders():
 
 
 def test_linear_key_unchanged_and_stack_mlp_keys(stacked):
-    linear, _ = tiny_model_and_processor(seed=0, **TINY)
+    linear, _ = tiny_model_and_processor(seed=0, **TINY_3S)
     keys = sorted(k for k in linear.state_dict() if k.startswith("audio_projector."))
     assert keys == ["audio_projector.weight"] and isinstance(linear.audio_projector, LinearAudioProjector)
     assert linear.audio_projector.weight.shape == (64, 64) and linear.audio_projector.bias is None
@@ -129,7 +128,7 @@ def test_stack_mlp_generate_batched_equals_solo(stacked):
 
 def test_real_frames_only_counts_hold_with_stacking():
     """Encoding only real mel frames gives the same tokens per window as the padded windows under stacking."""
-    model, processor = tiny_model_and_processor(seed=0, **TINY, **STACK)
+    model, processor = tiny_model_and_processor(seed=0, **TINY_3S, **STACK)
     batch = _batch(processor, seconds=(4.0,))  # windows of 3 s and 1 s: 38 + 13 tokens
     with torch.no_grad():
         padded = model.get_audio_features(batch["input_features"], batch["input_features_mask"])
@@ -141,7 +140,7 @@ def test_real_frames_only_counts_hold_with_stacking():
 
 @pytest.mark.parametrize("projector", [{}, STACK])
 def test_short_training_lowers_loss(projector):
-    model, processor = tiny_model_and_processor(seed=0, **TINY, **projector)
+    model, processor = tiny_model_and_processor(seed=0, **TINY_3S, **projector)
     batch = _batch(processor, seconds=(2.0,))
     labels = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.audio_token_id, -100)
     model.requires_grad_(False).audio_projector.requires_grad_(True)

@@ -21,11 +21,10 @@ import torch
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from audio_adapter.model.transformers_hooks import cache_kwarg, returned_cache
-from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.testing import TINY_3S, tiny_model_and_processor
 from tests.helpers import single_thread  # noqa: F401 (autouse: tiny models, no OpenMP spinning)
 from tests.model.test_model import stock_twin
 
-TINY = {"max_source_positions": 150, "num_mel_bins": 80}  # audio geometry only; text/vision are the defaults
 KINDS = ("stock", "ours")
 
 
@@ -37,8 +36,8 @@ def _stock_like(model):
 
 @pytest.fixture(scope="module")
 def models(family):
-    ours, processor = tiny_model_and_processor(seed=0, family=family, **TINY)
-    helper, _ = tiny_model_and_processor(seed=1, family=family, **TINY)  # assistant for assisted decoding
+    ours, processor = tiny_model_and_processor(seed=0, family=family, **TINY_3S)
+    helper, _ = tiny_model_and_processor(seed=1, family=family, **TINY_3S)  # assistant for assisted decoding
     return {
         "models": {"stock": _stock_like(ours), "ours": ours},
         "assistants": {"stock": _stock_like(helper), "ours": helper},

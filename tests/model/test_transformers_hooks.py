@@ -27,12 +27,11 @@ from audio_adapter.model.transformers_hooks import (
     returned_cache,
 )
 from audio_adapter.pretrained.loading import load_whisper_encoder
-from audio_adapter.testing import tiny_model_and_processor
+from audio_adapter.testing import TINY_3S, tiny_model_and_processor
 from extension.whole_context import _YarnConfig
 from tests.helpers import single_thread  # noqa: F401 (autouse: tiny models, no OpenMP spinning)
 from tests.model.test_stock_parity import ForceTokenAt
 
-TINY = {"max_source_positions": 150, "num_mel_bins": 80}
 OUR_MODULES = r"(audio_adapter|extension|recipes|scripts)(\.|$)"
 
 
@@ -91,7 +90,7 @@ def test_yarn_from_the_stand_in_config_equals_yarn_from_a_real_config():
 
 def test_generate_records_the_mask_length_our_prefill_reads(monkeypatch):
     """`_prefill` falls back on ``generation_config._mask_length`` when no attention mask is given."""
-    model, processor = tiny_model_and_processor(**TINY)
+    model, processor = tiny_model_and_processor(**TINY_3S)
     seen = []
     stock_prefill = type(model).__mro__[1]._prefill
 
@@ -161,7 +160,7 @@ def _generation_paths(model, processor):
 
 
 def test_our_modules_raise_no_deprecation_or_future_warning(caplog):
-    model, processor = tiny_model_and_processor(**TINY)
+    model, processor = tiny_model_and_processor(**TINY_3S)
     with warnings.catch_warnings(), torch.no_grad():
         for category in (DeprecationWarning, FutureWarning):
             warnings.filterwarnings("error", category=category, module=OUR_MODULES)

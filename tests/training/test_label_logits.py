@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.collate import model_inputs
 from recipes.training.label_logits import accuracy_at_labels, forward_at_labels, next_token_targets
 from recipes.training.module import token_accuracy
-from tests.helpers import TINY, datamodule, make_shards, single_thread  # noqa: F401
+from tests.helpers import datamodule, make_shards, single_thread  # noqa: F401
 
 
 def test_targets_are_the_next_labels_row_major():
@@ -22,7 +23,7 @@ def test_targets_are_the_next_labels_row_major():
 def test_loss_and_logits_equal_the_full_forward(tmp_path, dtype):
     from audio_adapter.testing import tiny_model_and_processor
 
-    model, processor = tiny_model_and_processor(seed=0, **TINY)
+    model, processor = tiny_model_and_processor(seed=0, **TINY_3S)
     model = model.to(dtype)
     shards = make_shards(tmp_path / "data", num=4, seed=0, maxcount=2)
     dm = datamodule(shards["glob"], batch_size=3, processor=processor)

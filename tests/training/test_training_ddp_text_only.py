@@ -18,9 +18,10 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.collate import IGNORE_INDEX
 from recipes.training.module import AudioVLMLightningModule
-from tests.helpers import TINY, RankRecorder, audio_prompt, single_thread, tone_clip, trainer  # noqa: F401 (fixture)
+from tests.helpers import RankRecorder, audio_prompt, single_thread, tone_clip, trainer  # noqa: F401 (fixture)
 
 STEPS = 3
 ANSWERS = ["A low hum.", "Two notes, then silence."]
@@ -56,7 +57,7 @@ class PerRankBatches(pl.LightningDataModule):
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_ddp_rank_without_audio_trains_in_step(tmp_path, stage):
-    module = AudioVLMLightningModule(model="tiny", tiny_overrides=TINY, stage=stage, lr=1e-2, vlat=stage == 2)
+    module = AudioVLMLightningModule(model="tiny", tiny_overrides=TINY_3S, stage=stage, lr=1e-2, vlat=stage == 2)
     strategy = DDPStrategy(start_method="fork", timeout=timedelta(seconds=20))  # find_unused_parameters=False
     fit = trainer(
         STEPS, callbacks=[RankRecorder(str(tmp_path))], strategy=strategy, devices=2, use_distributed_sampler=False
@@ -82,7 +83,7 @@ def test_text_only_training_forward_gives_the_projector_a_zero_gradient():
     gradient and changes no logit; in eval mode nothing is added (the projector gets no gradient at all)."""
     from audio_adapter.testing import tiny_model_and_processor
 
-    model, processor = tiny_model_and_processor(seed=0, **TINY)
+    model, processor = tiny_model_and_processor(seed=0, **TINY_3S)
     model.requires_grad_(False)
     model.audio_projector.requires_grad_(True)
     batch = {k: v for k, v in rank_batch(processor, 1).items() if k != "keys"}

@@ -18,11 +18,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from audio_adapter.testing import TINY_3S
 from recipes.training.checkpointing import AtomicCheckpointIO
 from recipes.training.module import SPEC_FILE, AudioVLMLightningModule
 from recipes.training.projector_file import PROJECTOR_FILE, read_projector_file
 from tests.helpers import (
-    TINY,
     StepRecorder,
     datamodule,
     make_shards,
@@ -40,7 +40,7 @@ def shards(tmp_path_factory):
 
 
 def _module(output_dir=None, **kwargs):
-    return AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=1, lr=1e-2, output_dir=output_dir, **kwargs)
+    return AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=1, lr=1e-2, output_dir=output_dir, **kwargs)
 
 
 def _fit(shards, run_dir: Path, max_steps: int = STEPS, ckpt_path=None, callbacks=()):

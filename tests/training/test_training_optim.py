@@ -9,9 +9,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from audio_adapter.testing import TINY_3S
 from recipes.training.module import AudioVLMLightningModule
 from tests.helpers import (
-    TINY,
     datamodule,
     make_shards,
     single_thread,  # noqa: F401  (autouse: 1 intra-op thread)
@@ -35,7 +35,7 @@ class EncoderProbe:
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_optimizer_state_only_for_trainable_and_encoder_without_grad(stage, shards):
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=stage, lr=1e-3)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=stage, lr=1e-3)
     probe = EncoderProbe(module.audio_vlm)
     tr = trainer(3)
     tr.fit(module, datamodule(shards["glob"]))
@@ -61,9 +61,9 @@ def test_optimizer_state_only_for_trainable_and_encoder_without_grad(stage, shar
 
 
 def test_trainable_sets_per_stage():
-    s1 = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=1)
+    s1 = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=1)
     assert sorted(s1.trainable_parameter_names()) == ["audio_token_rows.delta", "model.audio_projector.weight"]
-    s2 = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=2, lora_targets=["q_proj", "v_proj"], lora_r=4)
+    s2 = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=2, lora_targets=["q_proj", "v_proj"], lora_r=4)
     names = s2.trainable_parameter_names()
     assert any(n.endswith("audio_projector.weight") for n in names)
     assert {n.split(".")[-4] for n in names if "lora_" in n} == {"q_proj", "v_proj"}
@@ -73,7 +73,7 @@ def test_trainable_sets_per_stage():
 
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
 def test_lr_schedules(kind):
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=1, lr=1e-3, scheduler=kind, warmup_steps=2)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=1, lr=1e-3, scheduler=kind, warmup_steps=2)
 
     class FakeTrainer:
         max_steps = 10
@@ -98,7 +98,7 @@ def test_lr_schedules(kind):
 def test_bf16_base_keeps_trainable_tensors_float32(shards):
     """bf16 base weights + bf16-mixed autocast (what the GPU recipes use; CPU autocast runs it here): the
     trainable tensors stay float32 for AdamW, the frozen ones stay bf16, and training runs."""
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=2, dtype="bfloat16", lr=1e-3)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=2, dtype="bfloat16", lr=1e-3)
     rec_losses = []
 
     class Rec(pl.Callback):
@@ -119,7 +119,7 @@ def test_gradient_checkpointing_same_gradients(shards):
     for checkpointing in (False, True):
         torch.manual_seed(0)  # same LoRA A init
         module = AudioVLMLightningModule(
-            "tiny", tiny_overrides=TINY, stage=2, lora_dropout=0.0, gradient_checkpointing=checkpointing
+            "tiny", tiny_overrides=TINY_3S, stage=2, lora_dropout=0.0, gradient_checkpointing=checkpointing
         )
         with torch.no_grad():  # non-zero LoRA B so that every LoRA tensor gets a gradient
             for name, p in module.named_parameters():

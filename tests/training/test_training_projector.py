@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.testing import TINY_3S
 from recipes.training.module import AudioVLMLightningModule
 from recipes.training.projector_file import (
     PROJECTOR_FILE,
@@ -22,7 +23,6 @@ from recipes.training.projector_file import (
     save_projector_file,
 )
 from tests.helpers import (
-    TINY,
     datamodule,
     make_shards,
     single_thread,  # noqa: F401  (autouse: 1 intra-op thread)
@@ -57,7 +57,7 @@ class TwoLayerProjector(nn.Module):
 def _tiny(two_layer: bool = False):
     from audio_adapter.testing import tiny_model_and_processor
 
-    net, processor = tiny_model_and_processor(seed=0, **TINY)
+    net, processor = tiny_model_and_processor(seed=0, **TINY_3S)
     if two_layer:
         torch.manual_seed(1)
         net.audio_projector = TwoLayerProjector(net.config.audio_config.d_model, net.config.text_config.hidden_size)
@@ -144,7 +144,7 @@ def test_stack_mlp_is_one_config_field(shards, tmp_path):
     from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
     from recipes.training.export import export
 
-    overrides = {**TINY, "projector_type": "stack_mlp", "projector_stack_factor": 2}
+    overrides = {**TINY_3S, "projector_type": "stack_mlp", "projector_stack_factor": 2}
     stage1 = AudioVLMLightningModule("tiny", tiny_overrides=overrides, stage=1, lr=1e-2)
     assert stage1.audio_vlm.config.projector_type == "stack_mlp"
     before = _projector_state(stage1.audio_vlm)

@@ -8,6 +8,7 @@ import importlib.util
 import pytest
 import torch
 
+from audio_adapter.testing import TINY_3S
 from recipes.training.model_spec import quantization_config
 from recipes.training.module import AudioVLMLightningModule
 
@@ -42,9 +43,9 @@ def test_qlora_stage2_on_gpu(tmp_path):
     from audio_adapter.testing import tiny_model_and_processor
     from recipes.data.collate import model_inputs
     from recipes.data.dataset import AudioShardDataset
-    from tests.helpers import TINY, make_shards
+    from tests.helpers import make_shards
 
-    base, processor = tiny_model_and_processor(seed=0, **TINY)
+    base, processor = tiny_model_and_processor(seed=0, **TINY_3S)
     base.save_pretrained(tmp_path / "base")
     processor.save_pretrained(tmp_path / "base")
     module = AudioVLMLightningModule(str(tmp_path / "base"), stage=2, quantization="4bit", dtype="bfloat16", lr=1e-3)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from audio_adapter.testing import TINY_3S
 from recipes.training.checkpointing import AtomicCheckpointIO
 from recipes.training.module import AudioVLMLightningModule
 from tests.helpers import (
-    TINY,
     StepRecorder,
     datamodule,
     make_shards,
@@ -31,7 +31,14 @@ def shards(tmp_path_factory):
 def _module():
     # stage 2: LoRA dropout consumes the global RNG; VLAT draws a virtual length per sample
     return AudioVLMLightningModule(
-        "tiny", tiny_overrides=TINY, stage=2, lr=5e-3, lora_dropout=0.1, vlat=True, vlat_strategy="dense", vlat_seed=5
+        "tiny",
+        tiny_overrides=TINY_3S,
+        stage=2,
+        lr=5e-3,
+        lora_dropout=0.1,
+        vlat=True,
+        vlat_strategy="dense",
+        vlat_seed=5,
     )
 
 
@@ -136,7 +143,7 @@ def test_shard_loader_fast_forward_matches_uninterrupted_pass(shards):
     from audio_adapter.testing import tiny_processor
 
     dm = _dm(shards)
-    dm.processor = tiny_processor(**TINY)
+    dm.processor = tiny_processor(**TINY_3S)
     loader = dm.train_dataloader()
     epochs = [[b["keys"] for b in loader] for _ in range(2)]  # epochs 0 and 1 of one loader
     assert epochs[0] != epochs[1]

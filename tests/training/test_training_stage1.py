@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.collate import model_inputs
 from recipes.data.dataset import AudioShardDataset
 from recipes.training.module import SPEC_FILE, AudioVLMLightningModule
 from recipes.training.projector_file import PROJECTOR_FILE, audio_token_ids, load_projector_file, read_projector_file
 from tests.helpers import (
-    TINY,
     StepRecorder,
     datamodule,
     make_shards,
@@ -31,13 +31,13 @@ def shards(tmp_path_factory):
 def trained(shards, tmp_path_factory):
     from audio_adapter.testing import tiny_model_and_processor
 
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=1, lr=1e-2)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=1, lr=1e-2)
     before = {k: v.clone() for k, v in module.audio_vlm.state_dict().items()}
     rec = StepRecorder()
     trainer(STEPS, [rec]).fit(module, datamodule(shards["glob"]))
     out = tmp_path_factory.mktemp("stage1_out")
     module.save_trained(out)
-    fresh, _ = tiny_model_and_processor(seed=0, **TINY)
+    fresh, _ = tiny_model_and_processor(seed=0, **TINY_3S)
     return {"module": module, "before": before, "losses": rec.losses, "out": out, "fresh": fresh}
 
 

@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from audio_adapter.testing import TINY_3S
 from recipes.data.collate import model_inputs
 from recipes.data.dataset import AudioShardDataset
 from recipes.training.export import export
@@ -15,7 +16,6 @@ from recipes.training.module import ADAPTER_DIR, AudioVLMLightningModule, lora_t
 from recipes.training.projector_file import load_projector_file
 from scripts.export import main as export_main
 from tests.helpers import (
-    TINY,
     StepRecorder,
     datamodule,
     make_shards,
@@ -31,14 +31,14 @@ def shards(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stage1_out(shards, tmp_path_factory):
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=1, lr=1e-2)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=1, lr=1e-2)
     trainer(4).fit(module, datamodule(shards["glob"]))
     return module.save_trained(tmp_path_factory.mktemp("s1"))
 
 
 @pytest.fixture(scope="module")
 def stage2(shards, stage1_out, tmp_path_factory):
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=2, init_from=str(stage1_out), lr=1e-2)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=2, init_from=str(stage1_out), lr=1e-2)
     before = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
     rec = StepRecorder()
     trainer(12, [rec]).fit(module, datamodule(shards["glob"], seed=3))
@@ -98,9 +98,9 @@ def test_stage2_changes_only_lora_and_projector(stage2):
 def test_stage2_starts_from_stage1_output(stage1_out):
     from audio_adapter.testing import tiny_model_and_processor
 
-    expected, _ = tiny_model_and_processor(seed=0, **TINY)
+    expected, _ = tiny_model_and_processor(seed=0, **TINY_3S)
     load_projector_file(expected, stage1_out)
-    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY, stage=2, init_from=str(stage1_out))
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=2, init_from=str(stage1_out))
     got = module.audio_vlm
     assert torch.equal(got.audio_projector.weight, expected.audio_projector.weight)
     assert torch.equal(got.get_input_embeddings().weight, expected.get_input_embeddings().weight)
@@ -114,7 +114,7 @@ def test_adapter_saves_and_loads(stage2):
     out = stage2["out"]
     assert (out / ADAPTER_DIR / "adapter_config.json").is_file()
     assert (out / ADAPTER_DIR / "adapter_model.safetensors").is_file()
-    base, _ = tiny_model_and_processor(seed=0, **TINY)
+    base, _ = tiny_model_and_processor(seed=0, **TINY_3S)
     load_projector_file(base, out)
     reloaded = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).eval()
     with torch.no_grad():
@@ -140,7 +140,7 @@ def test_export_merged_checkpoint_matches_unmerged(stage2, tmp_path):
     # and the merge really folded the adapter in: the plain base + projector differs
     from audio_adapter.testing import tiny_model_and_processor
 
-    plain, _ = tiny_model_and_processor(seed=0, **TINY)
+    plain, _ = tiny_model_and_processor(seed=0, **TINY_3S)
     load_projector_file(plain, stage2["out"])
     with torch.no_grad():
         assert (plain.eval()(**stage2["inputs"]).logits - merged).abs().max() > 1e-4
@@ -153,7 +153,7 @@ def test_export_stage1_run(stage1_out, tmp_path):
     model = AudioVLMForConditionalGeneration.from_pretrained(str(dest))
     from audio_adapter.testing import tiny_model_and_processor
 
-    expected, _ = tiny_model_and_processor(seed=0, **TINY)
+    expected, _ = tiny_model_and_processor(seed=0, **TINY_3S)
     load_projector_file(expected, stage1_out)
     for k, v in expected.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
