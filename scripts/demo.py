@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from audio_adapter.processing.audio_features import extract_features
 from audio_adapter.testing import tiny_model_and_processor
 from recipes.demo.report import (

@@ -31,7 +31,8 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE, encoder_frames
+from audio_adapter.encoders.audio_lengths import encoder_frames
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from recipes.inference.common import (
     add_extension_args,
     add_model_args,

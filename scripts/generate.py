@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from transformers import TextStreamer
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from recipes.inference.common import (
     AudioInput,
     add_extension_args,

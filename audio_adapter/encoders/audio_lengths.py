@@ -1,7 +1,8 @@
 """The one owner of audio-length arithmetic: samples -> mel frames -> encoder frames -> audio tokens.
 
 Every other place (processor, model, config, collator, scripts, tests) calls these functions; none re-derives
-a step. The chain, for a 16 kHz clip:
+a step. The encoder's numbers (rate, hop, conv stride, window) come from `audio_adapter.encoders.whisper.WHISPER`.
+The chain, for a 16 kHz clip:
 
     samples --(split into windows of chunk_seconds)--> real samples per window
     real samples n  --> mel frames      ceil(n / 160)                 (10 ms hop)
@@ -17,25 +18,22 @@ from __future__ import annotations
 
 import torch
 
-SAMPLING_RATE = 16000  # Hz: what Whisper's log-mel and this whole project work at
-HOP_LENGTH = 160  # samples per mel frame (10 ms)
-ENCODER_CONV_STRIDE = 2  # mel frames per encoder frame
-DEFAULT_CHUNK_SECONDS = 30.0  # Whisper's window
+from .whisper import WHISPER
 
 
-def chunk_samples(chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> int:
+def chunk_samples(chunk_seconds: float = WHISPER.window_seconds) -> int:
     """Samples in one encoder window of ``chunk_seconds``."""
-    return int(round(chunk_seconds * SAMPLING_RATE))
+    return int(round(chunk_seconds * WHISPER.sampling_rate))
 
 
 def window_seconds(max_source_positions: int) -> float:
     """Seconds one Whisper window covers: it consumes ``2 * max_source_positions`` mel frames (30 s for 1500)."""
-    return max_source_positions * ENCODER_CONV_STRIDE * HOP_LENGTH / SAMPLING_RATE
+    return WHISPER.with_window(max_source_positions).window_seconds
 
 
 def window_mel_frames(max_source_positions: int) -> int:
     """Mel frames of one full Whisper window (3000 for 1500 positions)."""
-    return max_source_positions * ENCODER_CONV_STRIDE
+    return WHISPER.with_window(max_source_positions).window_mel_frames
 
 
 def frames_per_token(pool_stride: int = 1, stack_factor: int = 1) -> int:
@@ -45,17 +43,17 @@ def frames_per_token(pool_stride: int = 1, stack_factor: int = 1) -> int:
 
 def tokens_per_second(frames_per_token: int = 1) -> float:
     """Audio tokens per second of real audio: 50 encoder frames a second, divided by ``frames_per_token``."""
-    return SAMPLING_RATE / HOP_LENGTH / ENCODER_CONV_STRIDE / frames_per_token
+    return WHISPER.encoder_frames_per_second / frames_per_token
 
 
 def mel_frames(valid_samples: int | torch.Tensor) -> int | torch.Tensor:
     """Mel frames covering ``valid_samples`` of real audio: ceil(n / hop). Ints or long tensors."""
-    return (valid_samples + HOP_LENGTH - 1) // HOP_LENGTH
+    return (valid_samples + WHISPER.hop_length - 1) // WHISPER.hop_length
 
 
 def encoder_frames(num_mel_frames: int | torch.Tensor) -> int | torch.Tensor:
     """Encoder frames after Whisper's stride-2 conv: (m - 1) // 2 + 1. Ints or long tensors."""
-    return (num_mel_frames - 1) // ENCODER_CONV_STRIDE + 1
+    return (num_mel_frames - 1) // WHISPER.conv_stride + 1
 
 
 def window_token_count(num_mel_frames: int | torch.Tensor, frames_per_token: int = 1) -> int | torch.Tensor:
@@ -64,7 +62,7 @@ def window_token_count(num_mel_frames: int | torch.Tensor, frames_per_token: int
     return -(-encoder_frames(num_mel_frames) // frames_per_token)
 
 
-def chunk_lengths(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> list[int]:
+def chunk_lengths(num_samples: int, chunk_seconds: float = WHISPER.window_seconds) -> list[int]:
     """Real samples in each window of a clip: full windows, then the remainder."""
     if num_samples <= 0:
         raise ValueError(f"audio has {num_samples} samples at 16 kHz: a clip needs at least one sample")
@@ -73,7 +71,9 @@ def chunk_lengths(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS
     return [size] * full + ([rest] if rest else [])
 
 
-def audio_token_count(num_samples: int, chunk_seconds: float = DEFAULT_CHUNK_SECONDS, frames_per_token: int = 1) -> int:
+def audio_token_count(
+    num_samples: int, chunk_seconds: float = WHISPER.window_seconds, frames_per_token: int = 1
+) -> int:
     """Placeholder tokens of one 16 kHz clip of ``num_samples`` samples: `window_token_count` per window, summed."""
     if int(frames_per_token) != frames_per_token or frames_per_token < 1:
         raise ValueError(f"frames_per_token must be an integer >= 1, got {frames_per_token!r}")

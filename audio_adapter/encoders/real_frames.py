@@ -20,6 +20,7 @@ from torch import nn
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .audio_lengths import encoder_frames, window_token_count
+from .whisper import WHISPER
 
 
 def real_mel_frames(mel_valid: torch.Tensor, frames_per_token: int, window_frames: int) -> torch.Tensor:
@@ -27,7 +28,8 @@ def real_mel_frames(mel_valid: torch.Tensor, frames_per_token: int, window_frame
     the window. The encoder then gives frames_per_token * tokens frames (>= the real ones), and pooling /
     stacking exactly the window's tokens."""
     tokens = window_token_count(mel_valid.long(), frames_per_token)
-    return (2 * frames_per_token * tokens).clamp(min=2, max=window_frames)
+    stride = WHISPER.conv_stride  # mel frames per encoder frame
+    return (stride * frames_per_token * tokens).clamp(min=stride, max=window_frames)
 
 
 def whisper_encoder_forward(tower: WhisperEncoder, input_features: torch.Tensor) -> torch.Tensor:
@@ -39,8 +41,9 @@ def whisper_encoder_forward(tower: WhisperEncoder, input_features: torch.Tensor)
         (B, T // 2, d_model) last hidden state.
     """
     frames = input_features.shape[-1]
-    if frames > 2 * tower.max_source_positions:
-        raise ValueError(f"{frames} mel frames exceed the encoder's {2 * tower.max_source_positions}")
+    window = WHISPER.with_window(tower.max_source_positions).window_mel_frames
+    if frames > window:
+        raise ValueError(f"{frames} mel frames exceed the encoder's {window}")
     hidden = nn.functional.gelu(tower.conv1(input_features))
     hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
     hidden = hidden + tower.embed_positions.weight[: hidden.shape[1]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..encoders.audio_lengths import window_mel_frames
+from ..encoders.whisper import WhisperGeometry
 
 
 def check_audio_features(audio_config, input_features: torch.Tensor, input_features_mask: torch.Tensor | None) -> None:
@@ -19,7 +19,7 @@ def check_audio_features(audio_config, input_features: torch.Tensor, input_featu
             f"input_features has {input_features.shape[1]} mel bins but the audio encoder expects "
             f"{audio_config.num_mel_bins}"
         )
-    expected_frames = window_mel_frames(audio_config.max_source_positions)
+    expected_frames = WhisperGeometry.of(audio_config).window_mel_frames
     if input_features.shape[2] != expected_frames:
         raise ValueError(
             f"input_features windows have {input_features.shape[2]} frames but the audio encoder expects "

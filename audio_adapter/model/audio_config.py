@@ -14,6 +14,7 @@ from transformers import WhisperConfig
 from extension import AudioContextExtension
 
 from ..encoders.audio_lengths import frames_per_token, tokens_per_second
+from ..encoders.whisper import WHISPER
 from .projector import check_projector_settings
 
 # openai/whisper-large-v3-turbo's encoder geometry (its decoder, 4 layers, is never built here).
@@ -25,8 +26,8 @@ WHISPER_LARGE_V3_TURBO_ENCODER = {
     "decoder_layers": 4,
     "decoder_attention_heads": 20,
     "decoder_ffn_dim": 5120,
-    "num_mel_bins": 128,
-    "max_source_positions": 1500,
+    "num_mel_bins": WHISPER.num_mel_bins,
+    "max_source_positions": WHISPER.max_source_positions,
     "vocab_size": 51866,
 }
 

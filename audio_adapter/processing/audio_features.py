@@ -20,16 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
-from ..encoders.audio_lengths import (
-    DEFAULT_CHUNK_SECONDS,
-    HOP_LENGTH,
-    SAMPLING_RATE,
-    chunk_lengths,
-    chunk_samples,
-    mel_frames,
-)
-
-N_FFT = 400
+from ..encoders.audio_lengths import chunk_lengths, chunk_samples, mel_frames
+from ..encoders.whisper import SAMPLING_RATE, WHISPER
 
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.uint8): 128.0}
 
@@ -200,7 +192,7 @@ def prepare_waveform(audio, sampling_rate: int) -> torch.Tensor:
 
 
 def chunk_waveform(
-    waveform: torch.Tensor, chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+    waveform: torch.Tensor, chunk_seconds: float = WHISPER.window_seconds
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(T,) 16 kHz -> ((num_chunks, chunk_samples) zero-padded windows, (num_chunks,) real samples each)."""
     if waveform.ndim != 1:
@@ -217,7 +209,7 @@ def _mel_filters(n_mels: int) -> torch.Tensor:
     from transformers.audio_utils import mel_filter_bank
 
     filters = mel_filter_bank(
-        num_frequency_bins=1 + N_FFT // 2,
+        num_frequency_bins=1 + WHISPER.n_fft // 2,
         num_mel_filters=n_mels,
         min_frequency=0.0,
         max_frequency=SAMPLING_RATE / 2,
@@ -235,17 +227,17 @@ class LogMelSpectrogram:
     per-window max - 8 floor sees the same padded window as `WhisperFeatureExtractor`.
     """
 
-    def __init__(self, n_mels: int = 128, chunk_seconds: float = DEFAULT_CHUNK_SECONDS):
+    def __init__(self, n_mels: int = WHISPER.num_mel_bins, chunk_seconds: float = WHISPER.window_seconds):
         if n_mels < 1:
             raise ValueError(f"n_mels must be >= 1, got {n_mels}")
         self.n_mels = int(n_mels)
         self.chunk_seconds = float(chunk_seconds)
         self.chunk_samples = chunk_samples(chunk_seconds)
-        if self.chunk_samples % HOP_LENGTH:
-            raise ValueError(f"chunk_seconds={chunk_seconds} is not a whole number of {HOP_LENGTH}-sample hops")
-        self.num_frames = self.chunk_samples // HOP_LENGTH
+        if self.chunk_samples % WHISPER.hop_length:
+            raise ValueError(f"chunk_seconds={chunk_seconds} is not a whole number of {WHISPER.hop_length}-sample hops")
+        self.num_frames = self.chunk_samples // WHISPER.hop_length
         self.filters = _mel_filters(self.n_mels)
-        self.window = torch.hann_window(N_FFT, periodic=True)
+        self.window = torch.hann_window(WHISPER.n_fft, periodic=True)
 
     def __call__(
         self, windows: torch.Tensor, lengths: torch.Tensor | None = None, out: torch.Tensor | None = None
@@ -278,13 +270,13 @@ class LogMelSpectrogram:
         # Frame t sees samples [160 t - 200, 160 t + 200): frames from ceil((longest + 200) / 160) on see only
         # zeros. A prefix of longest + 400 samples reproduces the computed frames exactly, the reflect padding
         # at its end reflecting zeros as the full window's would (reflect itself needs > 200 samples).
-        frames = min(self.num_frames, -(-(longest + N_FFT // 2) // HOP_LENGTH))
-        prefix = max(min(self.chunk_samples, longest + N_FFT), N_FFT // 2 + 1)
+        frames = min(self.num_frames, -(-(longest + WHISPER.n_fft // 2) // WHISPER.hop_length))
+        prefix = max(min(self.chunk_samples, longest + WHISPER.n_fft), WHISPER.n_fft // 2 + 1)
         device = pieces[0].device if len(pieces) else torch.device("cpu")
         padded = _reflect_padded(pieces, prefix, device)
         # Framing by a strided view, then a real FFT: what torch.stft(center=True, reflect) does, without
         # its padding copy and with a contiguous (B, frames, n_freq) spectrum for the power and mel steps.
-        framed = padded.unfold(-1, N_FFT, HOP_LENGTH)[:, :frames] * self.window.to(device)
+        framed = padded.unfold(-1, WHISPER.n_fft, WHISPER.hop_length)[:, :frames] * self.window.to(device)
         spectrum = torch.view_as_real(torch.fft.rfft(framed))  # (B, frames, n_freq, 2)
         power = spectrum[..., 0].square() + spectrum[..., 1].square()  # cheaper than abs().square()
         # (n_mels, n_freq) @ (B, n_freq, frames): BLAS reads the transposed power in place.
@@ -304,10 +296,10 @@ class LogMelSpectrogram:
 
 
 def _reflect_padded(pieces: Sequence[torch.Tensor], prefix: int, device: torch.device) -> torch.Tensor:
-    """1-D pieces -> (B, prefix + N_FFT): each piece zero-padded or cut to `prefix` samples, with N_FFT // 2
+    """1-D pieces -> (B, prefix + n_fft): each piece zero-padded or cut to `prefix` samples, with n_fft // 2
     reflected samples on both sides (torch.stft's ``center=True, pad_mode="reflect"``)."""
-    half = N_FFT // 2
-    padded = torch.zeros(len(pieces), prefix + N_FFT, device=device)
+    half = WHISPER.n_fft // 2
+    padded = torch.zeros(len(pieces), prefix + WHISPER.n_fft, device=device)
     for row, piece in enumerate(pieces):
         n = min(piece.shape[-1], prefix)
         padded[row, half : half + n] = piece[:n]

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, BatchFeature, SequenceFeatureExtractor
 
-from ..encoders.audio_lengths import DEFAULT_CHUNK_SECONDS, HOP_LENGTH, SAMPLING_RATE
+from ..encoders.whisper import SAMPLING_RATE, WHISPER
 from ..families import FAMILIES
-from .audio_features import N_FFT, LogMelSpectrogram, extract_features, prepare_waveform
+from .audio_features import LogMelSpectrogram, extract_features, prepare_waveform
 
 
 class AudioVLMFeatureExtractor(SequenceFeatureExtractor):
@@ -35,18 +35,18 @@ class AudioVLMFeatureExtractor(SequenceFeatureExtractor):
 
     def __init__(
         self,
-        feature_size: int = 128,
+        feature_size: int = WHISPER.num_mel_bins,
         sampling_rate: int = SAMPLING_RATE,
-        chunk_length: float = DEFAULT_CHUNK_SECONDS,
-        hop_length: int = HOP_LENGTH,
-        n_fft: int = N_FFT,
+        chunk_length: float = WHISPER.window_seconds,
+        hop_length: int = WHISPER.hop_length,
+        n_fft: int = WHISPER.n_fft,
         padding_value: float = 0.0,
         **kwargs,
     ):
         for name, value, fixed in (
             ("sampling_rate", sampling_rate, SAMPLING_RATE),
-            ("hop_length", hop_length, HOP_LENGTH),
-            ("n_fft", n_fft, N_FFT),
+            ("hop_length", hop_length, WHISPER.hop_length),
+            ("n_fft", n_fft, WHISPER.n_fft),
         ):
             if value != fixed:
                 raise ValueError(f"{name} must be {fixed} (Whisper's log-mel, the one computed here), got {value!r}")

@@ -26,6 +26,7 @@ from transformers import AutoProcessor, BatchFeature, ProcessorMixin
 from transformers.utils import PROCESSOR_NAME
 
 from ..encoders.audio_lengths import audio_token_count
+from ..encoders.whisper import WHISPER
 from ..families import FAMILIES
 from .audio_features import LogMelSpectrogram
 from .feature_extraction import AudioVLMFeatureExtractor
@@ -384,7 +385,7 @@ def _feature_extractor(feature_extractor, n_mels: int | None, chunk_seconds: flo
     """The given feature extractor (``n_mels``/``chunk_seconds``, when also given, must match it) or a new one."""
     if feature_extractor is None:
         return AudioVLMFeatureExtractor(
-            feature_size=128 if n_mels is None else n_mels,
+            feature_size=WHISPER.num_mel_bins if n_mels is None else n_mels,
             **({} if chunk_seconds is None else {"chunk_length": chunk_seconds}),
         )
     if not isinstance(feature_extractor, AudioVLMFeatureExtractor):

@@ -6,6 +6,7 @@ import torch
 from transformers import PreTrainedConfig, PreTrainedModel, WhisperConfig
 
 from ..encoders.audio_lengths import frames_per_token, window_seconds
+from ..encoders.whisper import WHISPER
 from ..families import FAMILIES
 from ..pretrained.loading import suppress_audio_tokens
 from ..processing.processor import AudioVLMProcessor
@@ -27,8 +28,8 @@ TINY_DEFAULTS = {
     "audio_layers": 2,
     "audio_heads": 4,
     "audio_ffn_dim": 128,
-    "num_mel_bins": 128,
-    "max_source_positions": 1500,  # the real 30 s / 1500-frame window geometry
+    "num_mel_bins": WHISPER.num_mel_bins,
+    "max_source_positions": WHISPER.max_source_positions,  # the real 30 s / 1500-frame window geometry
     "audio_pool_stride": 1,
     "projector_type": "linear",
     "projector_stack_factor": 1,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 
 from .samples import IGNORE_INDEX, message_text
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from audio_adapter.processing.audio_features import to_mono
 from recipes.common.settings import check_choice, check_float, check_int
 from recipes.data.collate import AudioCollator

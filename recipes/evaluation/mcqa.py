@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from recipes.evaluation.mcqa_items import MCQAItem
 from recipes.evaluation.mcqa_run import MCQARun, answer_all
 from recipes.evaluation.mcqa_scoring import DEFAULT_BUCKET_EDGES, MCQAResult

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from recipes.common.journal import Journal
 from recipes.evaluation.mcqa_results import write_results
 from recipes.evaluation.mcqa_scoring import MCQAResult, score_response

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from recipes.common.atomic import atomic_open
 from recipes.longform.task import ITEM_NAMES, ITEMS_PER_WINDOW, TOKENS_PER_ITEM, encode_clips, make_recordings
 

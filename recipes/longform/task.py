@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from extension.vlat import VirtualLengthSampler
 
 ITEM_SECONDS = 0.32  # 4 audio tokens at 12.5 tokens/s

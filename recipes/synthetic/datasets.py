@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 
 NOTE_NAMES = ("C4", "D4", "E4", "F4", "G4", "A4", "B4", "C5")
 _SEMITONES_FROM_A4 = {"C4": -9, "D4": -7, "E4": -5, "F4": -4, "G4": -2, "A4": 0, "B4": 2, "C5": 3}

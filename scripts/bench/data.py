@@ -33,7 +33,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE, encoder_frames
+from audio_adapter.encoders.audio_lengths import encoder_frames
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 
 TARGET_SPEEDUP = 2.0
 PROMPT = "Which notes are played?"

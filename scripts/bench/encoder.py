@@ -25,7 +25,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE, encoder_frames
+from audio_adapter.encoders.audio_lengths import encoder_frames
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from audio_adapter.testing import tiny_model_and_processor
 from scripts.bench.stats import RatioResult, interleave, paired_ratio, timed
 

@@ -35,7 +35,7 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from audio_adapter.testing import tiny_model_and_processor
 from scripts.bench.stats import StepClock, interleave, paired_ratio, timed
 

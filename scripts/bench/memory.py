@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GENERATE_JOB = """
 import json, resource, sys, torch
 torch.set_num_threads(1)
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from audio_adapter.testing import tiny_model_and_processor
 minutes, new = float(sys.argv[1]), int(sys.argv[2])
 model, processor = tiny_model_and_processor(seed=0)

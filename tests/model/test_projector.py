@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE, audio_token_count
+from audio_adapter.encoders.audio_lengths import audio_token_count
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from audio_adapter.families.qwen2_vl import AudioVLMConfig
 from audio_adapter.model.projector import (
     LinearAudioProjector,

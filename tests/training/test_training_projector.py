@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from audio_adapter.testing import TINY_3S
 from recipes.training.module import AudioVLMLightningModule
 from recipes.training.projector_file import (

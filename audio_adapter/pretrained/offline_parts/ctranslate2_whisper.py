@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...encoders.whisper import WhisperGeometry
 from .ctranslate2_file import CTranslate2Model, read_ctranslate2_model
 
 # Settings of the spec that the mapping below assumes; a file that says otherwise is refused.
@@ -186,19 +187,20 @@ def whisper_generation_config(ct2_config: dict, tokenizer) -> dict:
 
 def whisper_preprocessor_config(n_mels: int) -> dict:
     """A Whisper hub folder's preprocessor_config.json (30 s windows at 16 kHz) with ``n_mels`` mel bins."""
+    geometry = WhisperGeometry(num_mel_bins=n_mels).preprocessor_config()
     return {
-        "chunk_length": 30,
+        "chunk_length": geometry["chunk_length"],
         "feature_extractor_type": "WhisperFeatureExtractor",
-        "feature_size": n_mels,
-        "hop_length": 160,
-        "n_fft": 400,
-        "n_samples": 480000,
-        "nb_max_frames": 3000,
+        "feature_size": geometry["feature_size"],
+        "hop_length": geometry["hop_length"],
+        "n_fft": geometry["n_fft"],
+        "n_samples": geometry["n_samples"],
+        "nb_max_frames": geometry["nb_max_frames"],
         "padding_side": "right",
         "padding_value": 0.0,
         "processor_class": "WhisperProcessor",
         "return_attention_mask": False,
-        "sampling_rate": 16000,
+        "sampling_rate": geometry["sampling_rate"],
     }
 
 

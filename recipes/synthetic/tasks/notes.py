@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audio_adapter.encoders.audio_lengths import SAMPLING_RATE
+from audio_adapter.encoders.whisper import SAMPLING_RATE
 from recipes.synthetic.datasets import NOTE_NAMES, NotesConfig, notes_entry_fields, notes_sample
 from recipes.synthetic.tasks.base import Option, SyntheticTask
 
