@@ -114,6 +114,12 @@ PRIVATE_TRANSFORMERS_INTERNALS: dict[str, tuple[str, ...]] = {
     ),
     # audio_mixin.py: the frozen encoder keeps Whisper's own initialisation
     "transformers.models.whisper.modeling_whisper.WhisperEncoder._init_weights": ("module",),
+    # audio_mixin.py: the full Whisper checkpoint's decoder keys, skipped on load without a warning
+    "transformers.modeling_utils.PreTrainedModel._keys_to_ignore_on_load_unexpected": (),
+    # scripts/bench/generate.py: the Qwen2-Audio peer's token count per clip
+    "transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioEncoder._get_feat_extract_output_lengths": (
+        "input_lengths",
+    ),
     # processing.py / testing.py: the PIL image processor (no torchvision)
     "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil": (),
 }

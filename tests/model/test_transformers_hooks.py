@@ -5,10 +5,12 @@ assumes, on the installed release; and the project's own modules raise no deprec
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,6 +69,19 @@ def test_every_listed_internal_exists_with_its_parameters(dotted):
     if params:
         have = set(inspect.signature(target).parameters)
         assert set(params) <= have, f"{dotted} lacks parameters {sorted(set(params) - have)}"
+
+
+def test_every_private_transformers_name_the_code_imports_is_listed():
+    """A ``from transformers.x import _name`` anywhere in the project's packages is in the tested list."""
+    repo = Path(__file__).resolve().parents[2]
+    imported = set()
+    for package in ("audio_adapter", "extension", "recipes", "scripts"):
+        for path in (repo / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "transformers":
+                    imported |= {f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")}
+    assert "transformers.modeling_rope_utils._compute_yarn_parameters" in imported
+    assert imported <= set(PRIVATE_TRANSFORMERS_INTERNALS), sorted(imported - set(PRIVATE_TRANSFORMERS_INTERNALS))
 
 
 def test_yarn_from_the_stand_in_config_equals_yarn_from_a_real_config():
