@@ -120,7 +120,7 @@ PRIVATE_TRANSFORMERS_INTERNALS: dict[str, tuple[str, ...]] = {
     "transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioEncoder._get_feat_extract_output_lengths": (
         "input_lengths",
     ),
-    # processing.py / testing.py: the PIL image processor (no torchvision)
+    # processing/processor.py, testing/: the PIL image processor (no torchvision)
     "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil": (),
 }
 

@@ -1,4 +1,4 @@
-"""Shared measurement discipline for every `scripts/bench_*.py`: interleaved A/B rounds, paired ratios,
+"""Shared measurement discipline for every benchmark in `scripts/bench/`: interleaved A/B rounds, paired ratios,
 median with a bootstrap confidence interval, and one PASS/FAIL rule.
 
 Why paired and interleaved: on a shared machine the speed drifts by tens of percent within seconds. Running

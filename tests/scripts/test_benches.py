@@ -28,13 +28,13 @@ def test_ratio_verdicts_use_the_whole_interval():
 
 
 QUICK_RUNS = {
-    "bench_rope": ["--quick"],
-    "bench_generate": ["--quick"],
-    "bench_data": ["--quick"],
-    "bench_encoder": ["--quick"],
+    "rope": ["--quick"],
+    "generate": ["--quick"],
+    "data": ["--quick"],
+    "encoder": ["--quick"],
     # one subprocess job per case: each starts an interpreter, and both in one case took ~30 s on a slow CPU
-    "bench_memory-stage2": ["--quick", "--job", "stage2"],
-    "bench_memory-generate": ["--quick", "--job", "generate"],
+    "memory-stage2": ["--quick", "--job", "stage2"],
+    "memory-generate": ["--quick", "--job", "generate"],
 }
 
 
@@ -43,11 +43,11 @@ def test_bench_runs_quick(case, capsys):
     import importlib
 
     bench = case.split("-")[0]
-    module = importlib.import_module(f"scripts.{bench}")
+    module = importlib.import_module(f"scripts.bench.{bench}")
     assert module.main(QUICK_RUNS[case]) == 0
     out = capsys.readouterr().out
     assert out.strip()
-    if bench != "bench_memory":
+    if bench != "memory":
         assert "95 % CI" in out or "95 %" in out
     else:
         assert ("stage 2 (tiny_stage2.yaml" in out) == case.endswith("stage2")

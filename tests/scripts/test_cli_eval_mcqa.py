@@ -1,5 +1,5 @@
-"""scripts/eval_mcqa.py (and its _mcqa_* parts): answer parsing, oracle accuracy through the real batching path, CLI
-outputs."""
+"""scripts/eval_mcqa.py (and recipes/evaluation/mcqa*): answer parsing, oracle accuracy through the real batching path,
+CLI outputs."""
 
 from __future__ import annotations
 
