@@ -4,7 +4,7 @@
 
 Defaults are the paper's grid (App. D.2): cutoff in {56, 48, 40, 32, 24, 16, 8} (for head_dim 128) and
 temperature 0.5..1.6 step 0.1; override with ``--cutoffs`` / ``--temperatures`` (a model with a smaller
-head needs smaller cutoffs: at most head_dim / 2). Each grid point runs `scripts.eval_mcqa.evaluate_mcqa`
+head needs smaller cutoffs: at most head_dim / 2). Each grid point runs `recipes.evaluation.mcqa.evaluate_mcqa`
 with ``partial_yarn`` at that (cutoff, temperature). Writes ``sweep.csv`` (cutoff, temperature, accuracy, n,
 correct, invalid, unreadable) and ``sweep.png``, a heatmap like the paper's Figures 5-8 (temperature on x,
 cutoff on y, high cutoffs at the bottom; the best cell outlined).

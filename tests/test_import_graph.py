@@ -130,6 +130,36 @@ def cli_to_cli_edges(graph: Graph, modules: dict[str, Path]) -> list[str]:
     ]
 
 
+def missing_modules(root: Path, packages: tuple[str, ...] = (*FLOORS, "tests")) -> list[str]:
+    """Each import of a project module that is not in the tree, as ``"file:line imports missing x.y"``.
+
+    An editable install elsewhere (or a stale ``.pyc``) can still serve a moved module, so a stale import would
+    pass at run time there; here it fails. ``from pkg import name``: ``pkg`` must exist (``name`` may be an
+    attribute); ``import a.b``: ``a.b`` must."""
+    modules = project_modules(root, packages)
+    out = []
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            wanted = []
+            if isinstance(node, ast.Import):
+                wanted = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+                wanted = [base]
+            for target in wanted:
+                if target.split(".")[0] in packages and target not in modules:
+                    out.append(f"{path.relative_to(root)}:{node.lineno} imports missing {target}")
+    return out
+
+
+def test_every_project_import_exists_in_the_tree():
+    missing = missing_modules(REPO)
+    assert not missing, "\n".join(missing)
+
+
 def test_no_import_cycle():
     cycle = find_cycle(import_graph(REPO))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
@@ -190,6 +220,20 @@ def test_checker_names_an_edge_that_climbs_a_floor(tmp_path):
     assert floor_violations(import_graph(root)) == [
         "extension.x (line 5) imports audio_adapter.y: extension must not import audio_adapter"
     ]
+
+
+def test_checker_names_an_import_of_a_moved_module(tmp_path):
+    root = _plant(
+        tmp_path,
+        {
+            "recipes/__init__.py": "",
+            "recipes/data/__init__.py": "",
+            "recipes/data/collate.py": "from .samples import X\nfrom recipes.data import collate\n",
+            "recipes/data/samples.py": "X = 1\n",
+            "recipes/old.py": "def f():\n    import recipes.gone\n",
+        },
+    )
+    assert missing_modules(root, ("recipes",)) == ["recipes/old.py:2 imports missing recipes.gone"]
 
 
 def test_checker_names_a_cli_importing_a_cli(tmp_path):

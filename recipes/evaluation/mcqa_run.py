@@ -1,4 +1,4 @@
-"""The journal-driven question loop of `scripts.eval_mcqa.evaluate_mcqa` (and so of `scripts.sweep`).
+"""The journal-driven question loop of `recipes.evaluation.mcqa.evaluate_mcqa` (and so of `scripts.sweep`).
 
 Every answer is appended to ``out_dir/predictions.jsonl`` (a `recipes.common.journal.Journal`) as it comes; the
 summary files are rewritten every `SUMMARY_EVERY_SECONDS`, at the end and after an error. A re-run with the same

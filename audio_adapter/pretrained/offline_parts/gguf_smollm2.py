@@ -144,7 +144,7 @@ def readme(gguf_file: Path, gguf: LlamaGGUF, config: dict) -> str:
         f"{config['vocab_size']} rows (new rows: the mean row) for the Qwen2-VL vision tokens and spare rows.\n\n"
         f"**The vision tower is RANDOM**: {v['depth']} blocks, width {v['embed_dim']}, seed {VISION_SEED}. It has "
         "never seen an image: images go through the real Qwen2-VL code path but mean nothing to the model.\n\n"
-        "Written by `python -m scripts.offline_parts` (audio_adapter/offline_parts).\n"
+        "Written by `python -m scripts.offline_parts` (audio_adapter/pretrained/offline_parts).\n"
     )
 
 
