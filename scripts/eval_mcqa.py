@@ -26,8 +26,9 @@ Nothing is lost on a crash: every answer is appended to ``--out/predictions.json
 item) as it is generated, and the summary files are rewritten atomically every few seconds and at the end (also
 when the run stops on an error), with ``"complete": false`` until every question is done. Re-running with the
 same ``--out`` asks only the questions not yet answered (matched by key, clip path, question, choices and
-answer) and ends with the same results as an uninterrupted run; a re-run whose model, instruction,
-``--max-new-tokens`` or extension differ is refused. A clip that cannot be read (missing, undecodable) does not
+answer) and ends with the same results as an uninterrupted run; a re-run whose model folder, the weights in it
+(another model saved there since), ``--dtype``, instruction, ``--max-new-tokens`` or extension differ is
+refused. A clip that cannot be read (missing, undecodable) does not
 stop the run: its question is recorded under ``unreadable`` (key, path, error; counted in the summary, not in
 the accuracy) and asked again on the next re-run.
 """
@@ -59,6 +60,7 @@ from scripts._common import (
     load_model_and_processor,
     parse_with_extension,
 )
+from scripts._journal import weights_fingerprint
 from scripts._mcqa_results import results_table
 from scripts._mcqa_run import MCQARun, answer_all
 from scripts._mcqa_scoring import DEFAULT_BUCKET_EDGES, MCQAResult
@@ -87,20 +89,33 @@ def load_mcqa(path: str | os.PathLike, limit: int | None = None) -> list[MCQAIte
     """Read an MCQA JSONL file (schema in the module docstring). Raises ValueError naming the bad line."""
     path = Path(path)
     items: list[MCQAItem] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is reported with its number, like any other
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             if limit is not None and len(items) >= limit:
                 break
             try:
-                record = json.loads(line)
+                record = json.loads(line.decode("utf-8"))
                 items.append(_item(record, path.parent, line_no))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{line_no}: bad MCQA record: {exc}") from None
     if not items:
         raise ValueError(f"{path}: no MCQA records")
     return items
+
+
+def _check_encodable(name: str, text: str) -> None:
+    """ValueError unless ``text`` is valid Unicode: JSON can escape a lone surrogate (``"\\ud800"``) that no
+    UTF-8 file, tokenizer or path can hold, and it would fail far from its line otherwise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end].encode("unicode_escape").decode("ascii")
+        raise ValueError(
+            f"{name} holds {bad} at character {exc.start}, a lone surrogate (half of a UTF-16 pair), not text; "
+            "fix the JSON escape"
+        ) from None
 
 
 def _item(record: dict, base: Path, line_no: int) -> MCQAItem:
@@ -113,6 +128,10 @@ def _item(record: dict, base: Path, line_no: int) -> MCQAItem:
     answer = record["answer"]
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
         raise ValueError(f"answer must be a 0-based index into choices, got {answer!r}")
+    fields = {"key": record.get("key", ""), "audio": record["audio"], "question": record["question"]}
+    fields.update({f"choice {i + 1}": c for i, c in enumerate(choices)})
+    for name, text in fields.items():
+        _check_encodable(name, str(text))
     audio = Path(record["audio"])
     audio = audio if audio.is_absolute() else base / audio
     for text in [str(record["question"]), *choices]:
@@ -257,6 +276,18 @@ def check_eval_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--bucket-edges must be strictly increasing")
 
 
+def run_settings(args: argparse.Namespace, model) -> dict:
+    """The settings a CLI run records in its journal: the model folder, the weights it holds now and the dtype
+    they run in (a re-run with other weights or another ``--dtype`` is refused, not mixed in), the data."""
+    return {
+        "model": str(Path(args.model).resolve()),
+        "weights": weights_fingerprint(args.model),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "data": str(args.data),
+        "batch_size": args.batch_size,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> MCQAResult:
     """CLI entry: evaluate, print the table, write the results; returns the `MCQAResult`."""
     parser = build_parser()
@@ -266,7 +297,6 @@ def main(argv: Sequence[str] | None = None) -> MCQAResult:
     items = load_mcqa(args.data, limit=args.limit)
     model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     extension = apply_extension_args(model, args)
-    settings = {"model": str(Path(args.model).resolve()), "data": str(args.data), "batch_size": args.batch_size}
     result = evaluate_mcqa(
         model,
         processor,
@@ -278,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> MCQAResult:
         show_progress=not args.no_progress,
         console=console,
         out_dir=args.out,
-        settings=settings,
+        settings=run_settings(args, model),
     )
     console.print(f"{Path(args.data).name}: {result.n} questions, extension {extension_label(extension)}")
     console.print(results_table(result))

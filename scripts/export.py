@@ -9,7 +9,8 @@ The base model is rebuilt from the run's ``training_spec.json`` (tiny seed + ove
 Whisper checkpoints, the projector type; ``--vlm/--whisper/--base`` point elsewhere), then the run's
 ``projector.safetensors`` (the projector's whole state dict + audio-token rows) is loaded and, for stage 2, the
 LoRA adapter is merged with peft's ``merge_and_unload``. A QLoRA run is merged into a full-precision base (never
-into 4-bit weights).
+into 4-bit weights). ``--out`` must be new, empty or an earlier export (which is replaced whole); any other
+folder is refused unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from recipes.model_spec import DTYPES, ModelSpec
 from recipes.module import ADAPTER_DIR, CONFIG_FILE, SPEC_FILE
 from recipes.projector_file import audio_token_ids, load_projector_file
-from scripts._common import save_model_folder
+from scripts._common import check_export_target, save_model_folder
 
 
 def export(
@@ -35,11 +36,16 @@ def export(
     vlm: str | None = None,
     whisper: str | None = None,
     dtype: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the merged checkpoint of stage output directory ``run`` to ``out``; returns ``out``."""
+    """Write the merged checkpoint of stage output directory ``run`` to ``out``; returns ``out``.
+
+    A non-empty ``out`` is replaced only when it is an earlier export (`scripts._common.check_export_target`)
+    or with ``overwrite``: refused before anything is built, so no other folder's files are ever deleted."""
     from audio_adapter import AudioVLMProcessor
 
     run, out = Path(run), Path(out)
+    check_export_target(out, overwrite)
     spec_file = run / SPEC_FILE
     if not spec_file.is_file():
         raise FileNotFoundError(f"{spec_file} not found: --run must be a stage output directory (model.output_dir)")
@@ -73,7 +79,7 @@ def export(
     if any("lora_" in name for name, _ in model.named_parameters()):
         raise RuntimeError("LoRA layers remain after merging")
     model.eval()
-    return save_model_folder(model, processor, out)
+    return save_model_folder(model, processor, out, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as trained)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out that is not an earlier export (its files are deleted)",
+    )
     args = p.parse_args(argv)
+    paths = dict(base=args.base, vlm=args.vlm, whisper=args.whisper)
     with torch.no_grad():  # scoped: main() is also called in-process (tests), where a global switch would leak
-        out = export(args.run, args.out, base=args.base, vlm=args.vlm, whisper=args.whisper, dtype=args.dtype)
+        out = export(args.run, args.out, **paths, dtype=args.dtype, overwrite=args.overwrite)
     print(f"merged checkpoint written to {out}")
     return 0
 
