@@ -17,6 +17,7 @@ from recipes.collate import AudioCollator
 from recipes.dataset import DEFAULT_MAX_AUDIO_SECONDS, AudioShardDataset
 from recipes.loader import ShardLoader
 from recipes.resume import resume_plan
+from recipes.samples import DEFAULT_MAX_TOKENS
 from recipes.settings import check_choice, check_float, check_int
 from recipes.shard_reader import DEFAULT_MAX_MEMBER_BYTES
 from recipes.skips import SkipCounter
@@ -37,6 +38,9 @@ class AudioShardDataModule(pl.LightningDataModule):
         max_audio_seconds: longer clips are skipped (``too_long``).
         max_member_bytes: samples with a larger tar member are skipped unread (``member_too_large``;
             default 256 MiB, ``None``: no cap).
+        max_tokens: samples whose texts (turns, system prompt, transcript) hold more tokens are skipped
+            (``too_long``; default 4096, ``None``: no cap), before the collator tokenises them: one runaway
+            sample would otherwise fail the run, and its resume, at the same step (see `AudioShardDataset`).
         train_padding_side: ``"right"`` (default) for training batches.
         eval_padding_side: ``"left"`` (default) for generation batches (test/predict, and validation when
             ``val_for_generation``).
@@ -78,6 +82,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
         text_twin: bool | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
     ):
         super().__init__()
         check_int("batch_size", batch_size, 1)
@@ -87,6 +92,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         check_int("seed", seed)
         check_float("max_audio_seconds", max_audio_seconds, 0.0, low_open=True, optional=True)
         check_int("max_member_bytes", max_member_bytes, 1, optional=True)
+        check_int("max_tokens", max_tokens, 1, optional=True)
         check_choice("train_padding_side", train_padding_side, ("left", "right"))
         check_choice("eval_padding_side", eval_padding_side, ("left", "right"))
         check_choice("split", split, ("auto", "shard", "sample"))
@@ -105,6 +111,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.max_audio_seconds = max_audio_seconds
         self.max_member_bytes = max_member_bytes
+        self.max_tokens = max_tokens
         self.train_padding_side = train_padding_side
         self.eval_padding_side = eval_padding_side
         self.val_for_generation = bool(val_for_generation)
@@ -169,6 +176,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             seed=self.seed,
             max_audio_seconds=self.max_audio_seconds,
             max_member_bytes=self.max_member_bytes,
+            max_tokens=self.max_tokens,
             rank=rank,
             world_size=world,
             split=self.split,
