@@ -185,7 +185,7 @@ def check_text_tokens(texts: list[str], tokenizer, max_tokens: int | None) -> No
     if 3 * sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) <= max_tokens:
         return
     try:
-        n = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
+        n = sum(len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in texts if t)
     except Exception as exc:  # e.g. a lone surrogate: what the collator would fail on, counted here
         raise SampleSkipped(SkipReason.ENCODE_ERROR, f"tokenizer: {exc!r}") from None
     if n > max_tokens:

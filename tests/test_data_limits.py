@@ -5,18 +5,14 @@ and counted the same way with 1 data worker and with 2 (the default)."""
 
 from __future__ import annotations
 
-import io
-import json
 from collections import Counter
 
 import pytest
-import soundfile as sf
-import webdataset as wds
 
 from recipes.dataset import AudioShardDataset
 from recipes.loader import ShardLoader
 from recipes.skips import SampleSkipped, SkipReason
-from recipes.synthetic import notes_sample
+from tests.data_helpers import good_sample, long_prompt, write_shard
 
 
 @pytest.fixture(scope="module")
@@ -26,30 +22,7 @@ def processor():
     return tiny_processor(max_source_positions=150, num_mel_bins=80)
 
 
-def good_sample(seed: int, i: int, key: str | None = None, prompt: str | None = None) -> dict:
-    """A notes sample as tar members (``prompt`` replaces the question)."""
-    s = notes_sample(seed, i)
-    buf = io.BytesIO()
-    sf.write(buf, s["audio"], 16000, format="FLAC")
-    record = {"prompt": prompt if prompt is not None else s["prompt"], "response": s["response"]}
-    return {"__key__": key or s["key"], "flac": buf.getvalue(), "json": json.dumps(record).encode()}
-
-
-def write_shard(path, samples) -> str:
-    with wds.TarWriter(str(path)) as writer:
-        for s in samples:
-            writer.write(s)
-    return str(path)
-
-
 # ------------------------------------------------------------------------------------------ max_tokens
-def long_prompt(n_bytes: int) -> str:
-    """About ``n_bytes`` of plain English-like words (no repeats a tokenizer could merge into few tokens)."""
-    words = "the quick brown fox jumps over a lazy dog while seven notes are played".split()
-    out = " ".join(f"{words[i % len(words)]}{i % 97}" for i in range(n_bytes // 5 + 1))
-    return out[:n_bytes]
-
-
 def test_long_text_samples_are_skipped_before_the_collator(tmp_path, processor, monkeypatch):
     """The issue's samples: a 100 KB prompt (tens of thousands of tokens: it crashed training and every resume)
     and a 3 MB JSON (the 50 MB one aborted the collator). With the default cap both are ``too_long``; the JSON
