@@ -25,6 +25,26 @@ from recipes.skips import SkipCounter
 logger = logging.getLogger(__name__)
 
 
+def _check_settings(args: Mapping[str, Any]) -> None:
+    """Refuse out-of-range data settings (name and value in the error) when the module is built."""
+    check_int("batch_size", args["batch_size"], 1)
+    check_int("eval_batch_size", args["eval_batch_size"], 1, optional=True)
+    check_int("num_workers", args["num_workers"], 0)
+    check_int("shuffle_buffer", args["shuffle_buffer"], 0)
+    check_int("seed", args["seed"])
+    check_float("max_audio_seconds", args["max_audio_seconds"], 0.0, low_open=True, optional=True)
+    check_int("max_member_bytes", args["max_member_bytes"], 1, optional=True)
+    check_int("max_tokens", args["max_tokens"], 1, optional=True)
+    check_choice("train_padding_side", args["train_padding_side"], ("left", "right"))
+    check_choice("eval_padding_side", args["eval_padding_side"], ("left", "right"))
+    check_choice("split", args["split"], ("auto", "shard", "sample"))
+    check_int("world_size", args["world_size"], 1, optional=True)
+    check_int("rank", args["rank"], 0, optional=True)
+    rank, world_size = args["rank"], args["world_size"]
+    if rank is not None and world_size is not None and rank >= world_size:
+        raise ValueError(f"rank must be < world_size={world_size}, got {rank!r}")
+
+
 class AudioShardDataModule(pl.LightningDataModule):
     """Lightning data module over WebDataset shards.
 
@@ -85,21 +105,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
     ):
         super().__init__()
-        check_int("batch_size", batch_size, 1)
-        check_int("eval_batch_size", eval_batch_size, 1, optional=True)
-        check_int("num_workers", num_workers, 0)
-        check_int("shuffle_buffer", shuffle_buffer, 0)
-        check_int("seed", seed)
-        check_float("max_audio_seconds", max_audio_seconds, 0.0, low_open=True, optional=True)
-        check_int("max_member_bytes", max_member_bytes, 1, optional=True)
-        check_int("max_tokens", max_tokens, 1, optional=True)
-        check_choice("train_padding_side", train_padding_side, ("left", "right"))
-        check_choice("eval_padding_side", eval_padding_side, ("left", "right"))
-        check_choice("split", split, ("auto", "shard", "sample"))
-        check_int("world_size", world_size, 1, optional=True)
-        check_int("rank", rank, 0, optional=True)
-        if rank is not None and world_size is not None and rank >= world_size:
-            raise ValueError(f"rank must be < world_size={world_size}, got {rank!r}")
+        _check_settings(locals())
         self.train_shards = train_shards
         self.val_shards = val_shards
         self.test_shards = test_shards

@@ -22,7 +22,8 @@ Resuming: checkpoints hold only the trainable tensors (+ optimizer/scheduler sta
 from `configure_callbacks`: a resumed run continues the same loss curve as an uninterrupted one.
 
 Faults: every setting is checked before the model is built; the output and checkpoint folders are checked for
-writability before the first step, and what a killed run left there is removed (`recipes.run_files`).
+writability and overlap before the first step, and what a killed run left there is removed (`recipes.run_files`);
+a checkpoint of another base model (its `ModelSpec` is stored in it) is refused.
 """
 
 from __future__ import annotations
