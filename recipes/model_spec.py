@@ -132,6 +132,7 @@ class ModelSpec:
         the wrong weights. ``None`` (a checkpoint written before specs were stored) is not checked."""
         if saved is None:
             return
+        saved = ModelSpec.from_dict(saved).to_dict()  # a field added since takes its default, as in from_dict
         mine = self.to_dict()
 
         def differs(key: str) -> bool:
