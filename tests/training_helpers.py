@@ -36,11 +36,18 @@ def make_shards(root: Path, num: int = 16, seed: int = 0, maxcount: int = 4) -> 
     return {"glob": str(Path(root) / "shards" / "*.tar"), "keys": list(ds.keys), "shards": list(ds.shards)}
 
 
-def datamodule(shards: str, batch_size: int = 4, shuffle_buffer: int = 6, seed: int = 0, **kwargs):
+def datamodule(
+    shards: str, batch_size: int = 4, shuffle_buffer: int = 6, seed: int = 0, num_workers: int = 0, **kwargs
+):
     from recipes.datamodule import AudioShardDataModule
 
     return AudioShardDataModule(
-        train_shards=shards, batch_size=batch_size, num_workers=0, shuffle_buffer=shuffle_buffer, seed=seed, **kwargs
+        train_shards=shards,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        **kwargs,
     )
 
 
