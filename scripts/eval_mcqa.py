@@ -26,8 +26,9 @@ Nothing is lost on a crash: every answer is appended to ``--out/predictions.json
 item) as it is generated, and the summary files are rewritten atomically every few seconds and at the end (also
 when the run stops on an error), with ``"complete": false`` until every question is done. Re-running with the
 same ``--out`` asks only the questions not yet answered (matched by key, clip path, question, choices and
-answer) and ends with the same results as an uninterrupted run; a re-run whose model, instruction,
-``--max-new-tokens`` or extension differ is refused. A clip that cannot be read (missing, undecodable) does not
+answer) and ends with the same results as an uninterrupted run; a re-run whose model folder, the weights in it
+(another model saved there since), ``--dtype``, instruction, ``--max-new-tokens`` or extension differ is
+refused. A clip that cannot be read (missing, undecodable) does not
 stop the run: its question is recorded under ``unreadable`` (key, path, error; counted in the summary, not in
 the accuracy) and asked again on the next re-run.
 """
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from recipes.evaluation.mcqa import add_eval_args, check_eval_args, evaluate_mcqa
+from recipes.evaluation.mcqa import add_eval_args, check_eval_args, evaluate_mcqa, run_settings
 from recipes.evaluation.mcqa_items import load_mcqa
 from recipes.evaluation.mcqa_results import results_table
 from recipes.evaluation.mcqa_scoring import MCQAResult
@@ -76,7 +77,6 @@ def main(argv: Sequence[str] | None = None) -> MCQAResult:
     items = load_mcqa(args.data, limit=args.limit)
     model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     extension = apply_extension_args(model, args)
-    settings = {"model": str(Path(args.model).resolve()), "data": str(args.data), "batch_size": args.batch_size}
     result = evaluate_mcqa(
         model,
         processor,
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> MCQAResult:
         show_progress=not args.no_progress,
         console=console,
         out_dir=args.out,
-        settings=settings,
+        settings=run_settings(args, model),
     )
     console.print(f"{Path(args.data).name}: {result.n} questions, extension {extension_label(extension)}")
     console.print(results_table(result))

@@ -9,7 +9,8 @@ The base model is rebuilt from the run's ``training_spec.json`` (tiny seed + ove
 Whisper checkpoints, the projector type; ``--vlm/--whisper/--base`` point elsewhere), then the run's
 ``projector.safetensors`` (the projector's whole state dict + audio-token rows) is loaded and, for stage 2, the
 LoRA adapter is merged with peft's ``merge_and_unload``. A QLoRA run is merged into a full-precision base (never
-into 4-bit weights).
+into 4-bit weights). ``--out`` must be new, empty or an earlier export (which is replaced whole); any other
+folder is refused unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--dtype", choices=sorted(DTYPES), default=None, help="dtype of the saved weights (default: as trained)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out that is not an earlier export (its files are deleted)",
+    )
     args = p.parse_args(argv)
+    paths = dict(base=args.base, vlm=args.vlm, whisper=args.whisper)
     with torch.no_grad():  # scoped: main() is also called in-process (tests), where a global switch would leak
-        out = export(args.run, args.out, base=args.base, vlm=args.vlm, whisper=args.whisper, dtype=args.dtype)
+        out = export(args.run, args.out, **paths, dtype=args.dtype, overwrite=args.overwrite)
     print(f"merged checkpoint written to {out}")
     return 0
 

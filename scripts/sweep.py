@@ -10,8 +10,9 @@ correct, invalid, unreadable) and ``sweep.png``, a heatmap like the paper's Figu
 cutoff on y, high cutoffs at the bottom; the best cell outlined).
 
 Crash-safe like `scripts.eval_mcqa`, through the same code: each grid point journals its answers under
-``--out/points/<cutoff>_<temperature>/`` as they come, and ``sweep.csv`` is rewritten atomically after every
-point. Re-running with the same ``--out`` reuses every answer already given and asks only what is missing.
+``--out/points/c<cutoff>_t<temperature>/`` as they come (distinct values, distinct folders), and ``sweep.csv``
+is rewritten atomically after every point. Re-running with the same ``--out`` reuses every answer already given
+and asks only what is missing.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from recipes.evaluation.mcqa import add_eval_args, check_eval_args
+from recipes.evaluation.mcqa import add_eval_args, check_eval_args, run_settings
 from recipes.evaluation.mcqa_items import load_mcqa
 from recipes.evaluation.sweep import (
     PAPER_CUTOFFS,
     PAPER_TEMPERATURES,
     SweepPoint,
+    check_distinct,
     plot_heatmap,
     run_sweep,
     sweep_table,
+    temperature_label,
     write_csv,
 )
 from recipes.inference.common import add_model_args, load_model_and_processor
@@ -52,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> list[SweepPoint]:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_eval_args(parser, args)
+    try:
+        check_distinct(args.cutoffs, args.temperatures)
+    except ValueError as exc:
+        parser.error(str(exc))
     console = Console()
     items = load_mcqa(args.data, limit=args.limit)
     model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
@@ -69,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> list[SweepPoint]:
         show_progress=not args.no_progress,
         console=console,
         out_dir=args.out,
-        settings={"model": str(Path(args.model).resolve()), "data": str(args.data), "batch_size": args.batch_size},
+        settings=run_settings(args, model),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         bucket_edges=args.bucket_edges,
@@ -82,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> list[SweepPoint]:
     console.print(sweep_table(points))
     best = max(points, key=lambda p: p.accuracy)
     console.print(
-        f"best: cutoff {best.cutoff}, temperature {best.temperature:g} -> {best.accuracy:.3f}; {csv_path}, {png_path}"
+        f"best: cutoff {best.cutoff}, temperature {temperature_label(best.temperature)} -> {best.accuracy:.3f}; "
+        f"{csv_path}, {png_path}"
     )
     return points
 

@@ -5,6 +5,7 @@
 - training tests (tests/training/): tiny shards, a data module and trainer factory, recorders, `single_thread`.
   `RankRecorder` is also used by the 2-process DDP test through the CLI (``--trainer.callbacks``), so it must be
   importable as ``tests.helpers.RankRecorder`` from the repository root;
+- data tests: notes samples as tar members, long prompts, a one-shard writer;
 - offline-parts tests (tests/pretrained/test_offline_parts*.py): their cache folder, eSpeak sentences, a word
   error rate.
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -22,8 +24,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import webdataset as wds
 
 from audio_adapter.testing import tiny_model_and_processor
+from recipes.synthetic.datasets import notes_sample
 
 
 def tone_clip(seconds: float, freq: float = 440.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
@@ -70,11 +74,18 @@ def make_shards(root: Path, num: int = 16, seed: int = 0, maxcount: int = 4) -> 
     return {"glob": str(Path(root) / "shards" / "*.tar"), "keys": list(ds.keys), "shards": list(ds.shards)}
 
 
-def datamodule(shards: str, batch_size: int = 4, shuffle_buffer: int = 6, seed: int = 0, **kwargs):
+def datamodule(
+    shards: str, batch_size: int = 4, shuffle_buffer: int = 6, seed: int = 0, num_workers: int = 0, **kwargs
+):
     from recipes.data.datamodule import AudioShardDataModule
 
     return AudioShardDataModule(
-        train_shards=shards, batch_size=batch_size, num_workers=0, shuffle_buffer=shuffle_buffer, seed=seed, **kwargs
+        train_shards=shards,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        **kwargs,
     )
 
 
@@ -197,3 +208,26 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1], len(ref)
+
+
+def good_sample(seed: int, i: int, key: str | None = None, prompt: str | None = None) -> dict:
+    """A notes sample as tar members (``prompt`` replaces the question)."""
+    s = notes_sample(seed, i)
+    buf = io.BytesIO()
+    sf.write(buf, s["audio"], 16000, format="FLAC")
+    record = {"prompt": prompt if prompt is not None else s["prompt"], "response": s["response"]}
+    return {"__key__": key or s["key"], "flac": buf.getvalue(), "json": json.dumps(record).encode()}
+
+
+def write_shard(path, samples) -> str:
+    with wds.TarWriter(str(path)) as writer:
+        for s in samples:
+            writer.write(s)
+    return str(path)
+
+
+def long_prompt(n_bytes: int) -> str:
+    """About ``n_bytes`` of plain English-like words (no repeats a tokenizer could merge into few tokens)."""
+    words = "the quick brown fox jumps over a lazy dog while seven notes are played".split()
+    out = " ".join(f"{words[i % len(words)]}{i % 97}" for i in range(n_bytes // 5 + 1))
+    return out[:n_bytes]

@@ -35,6 +35,37 @@ WHISPER_LARGE_V3_TURBO_ENCODER = {
 AUDIO_SUB_CONFIGS = {"audio_config": WhisperConfig}
 
 
+def _check_bool(key: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{key} must be a bool (true or false), got {value!r} ({type(value).__name__}); a string such as "
+            "'false' would otherwise read as on"
+        )
+
+
+def _check_positive_int(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be an int >= 1, got {value!r} ({type(value).__name__})")
+
+
+def _check_token_id(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a token id (an int >= 0), got {value!r} ({type(value).__name__})")
+
+
+# Audio settings checked on every assignment: at construction, and when ``from_pretrained(dir, key=value)``
+# sets them after the config was built (transformers applies such keyword overrides by setattr, after
+# ``__post_init__``, so a check there alone would miss them).
+AUDIO_FIELD_CHECKS = {
+    "audio_encode_real_frames_only": _check_bool,
+    "audio_pool_stride": _check_positive_int,
+    "projector_stack_factor": _check_positive_int,
+    "audio_bos_token_id": _check_token_id,
+    "audio_token_id": _check_token_id,
+    "audio_eos_token_id": _check_token_id,
+}
+
+
 def text_head_dim(text_config) -> int:
     """Rotary head dimension of a text config: its ``head_dim``, else hidden_size / num_attention_heads."""
     head_dim = getattr(text_config, "head_dim", None)
@@ -65,18 +96,18 @@ class AudioConfigMixin:
         if self.audio_config is None:
             self.audio_config = dict(WHISPER_LARGE_V3_TURBO_ENCODER)
         super().__post_init__(**kwargs)
-        if int(self.audio_pool_stride) < 1:
-            raise ValueError(f"audio_pool_stride must be >= 1, got {self.audio_pool_stride}")
-        if not isinstance(self.audio_encode_real_frames_only, bool):
-            raise ValueError(
-                f"audio_encode_real_frames_only must be a bool, got {self.audio_encode_real_frames_only!r}"
-            )
         check_projector_settings(self.projector_type, self.projector_stack_factor)
         # Validate (and normalise) the extension settings eagerly: a bad value must fail at config time,
         # including a cutoff the text model's rotary head cannot hold.
         extension = self.get_context_extension()
         extension.validate_for_head_dim(text_head_dim(self.text_config))
         self.context_extension = extension.to_dict()
+
+    def __setattr__(self, key: str, value) -> None:
+        check = AUDIO_FIELD_CHECKS.get(key)
+        if check is not None:
+            check(key, value)
+        super().__setattr__(key, value)
 
     def get_context_extension(self) -> AudioContextExtension:
         return AudioContextExtension.from_dict(self.context_extension or {})

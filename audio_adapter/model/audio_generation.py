@@ -8,6 +8,7 @@ and expanded per sample, as the stock model does for images.
 
 from __future__ import annotations
 
+from .audio_checks import check_placeholder_count
 from .transformers_hooks import STOCK_CACHE_ARGUMENT
 
 AUDIO_ENCODER_OUTPUT_KEY = "audio"
@@ -36,11 +37,7 @@ class AudioGenerationMixin:
             input_ids = inputs_tensor
         audio_embeds = self.get_audio_features(input_features, input_features_mask)
         per_sample = (input_ids == self.config.audio_token_id).sum(-1).tolist()
-        if sum(per_sample) != audio_embeds.shape[0]:
-            raise ValueError(
-                f"audio placeholder count ({sum(per_sample)} <|AUDIO|> tokens) does not match the number of audio "
-                f"feature frames ({audio_embeds.shape[0]})"
-            )
+        check_placeholder_count(sum(per_sample), audio_embeds.shape[0], self.config.audio_token_id)
         mm_encoder_outputs = dict(model_kwargs.get("mm_encoder_outputs") or {})
         mm_encoder_outputs[AUDIO_ENCODER_OUTPUT_KEY] = list(audio_embeds.split(per_sample, dim=0))
         model_kwargs["mm_encoder_outputs"] = mm_encoder_outputs

@@ -24,11 +24,12 @@ from extension import AudioContextExtension
 
 from ..encoders.audio_lengths import window_token_lengths
 from ..encoders.real_frames import encode_real_frames, real_mel_frames
-from .audio_checks import check_audio_features, check_placeholders_have_audio
+from .audio_checks import check_audio_features, check_placeholder_count, check_placeholders_have_audio
 from .audio_generation import AUDIO_ENCODER_OUTPUT_KEY, AudioGenerationMixin
 from .audio_positions import AudioPositionsMixin
 from .projector import build_audio_projector
 from .rotary import audio_aware_rotary
+from .saved_weights import AudioWeightsLoadingMixin
 from .transformers_hooks import PRIVATE_TRANSFORMERS_HOOKS, cache_kwarg, resolve_cache_argument
 
 __all__ = ["PRIVATE_TRANSFORMERS_HOOKS", "AudioVLMMixin", "pool_audio_frames"]
@@ -41,8 +42,9 @@ def pool_audio_frames(frames: torch.Tensor, pool_stride: int) -> torch.Tensor:
     return F.avg_pool1d(frames.transpose(1, 2), pool_stride, pool_stride, ceil_mode=True).transpose(1, 2)
 
 
-class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
-    """Audio encoder + projector + splice + extended positions + generation hooks over a stock VLM class."""
+class AudioVLMMixin(AudioWeightsLoadingMixin, AudioGenerationMixin, AudioPositionsMixin):
+    """Audio encoder + projector + splice + extended positions + generation hooks over a stock VLM class;
+    ``from_pretrained`` refuses a checkpoint without the audio weights (`saved_weights.py`)."""
 
     input_modalities = ("image", "video", "audio", "text")
     # The Whisper encoder is a frozen feature extractor; its weights are never trained here.
@@ -146,11 +148,7 @@ class AudioVLMMixin(AudioGenerationMixin, AudioPositionsMixin):
     ) -> torch.Tensor:
         audio_mask = input_ids == self.config.audio_token_id
         n_placeholders, n_frames = int(audio_mask.sum()), audio_embeds.shape[0]
-        if n_placeholders != n_frames:
-            raise ValueError(
-                f"audio placeholder count ({n_placeholders} <|AUDIO|> tokens) does not match the number of audio "
-                f"feature frames ({n_frames}); expand placeholders with AudioVLMProcessor"
-            )
+        check_placeholder_count(n_placeholders, n_frames, self.config.audio_token_id)
         audio_embeds = audio_embeds.to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(audio_mask[..., None].expand_as(inputs_embeds), audio_embeds)
 

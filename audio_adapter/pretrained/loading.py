@@ -19,17 +19,13 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from extension import AudioContextExtension
 
 from ..families import family_of
+from ..model.saved_weights import AUDIO_WEIGHT, CheckpointMismatchError, fresh_audio_modules
 from ..model.transformers_hooks import LOAD_REPORT_TEXT
 from ..processing.processor import add_audio_tokens
 from ..processing.tokenizer import AUDIO_BOS_TOKEN, AUDIO_EOS_TOKEN, AUDIO_TOKEN
 
 # Keys of a full Whisper checkpoint that are not the encoder (expected to be skipped).
 _WHISPER_NON_ENCODER = re.compile(r"^(model\.decoder\.|proj_out\.)")
-_NEW_AUDIO_MODULES = re.compile(r"^(audio_tower|audio_projector)\.")
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint did not cover the module it was loaded into (or carried unexpected weights)."""
 
 
 class _DropLoadReport(logging.Filter):
@@ -182,12 +178,12 @@ def _load_vlm(vlm: str, config: PreTrainedConfig, dtype, load_kwargs: dict) -> t
     """(the family's audio model with the VLM checkpoint's weights, number of VLM tensors); raises on any key
     the checkpoint misses or adds beyond the new audio modules."""
     model_class = family_of(config.model_type).model_class
-    with _quiet_load_report():
+    with _quiet_load_report(), fresh_audio_modules():  # the audio weights come from Whisper and a new projector
         model, info = model_class.from_pretrained(
             vlm, config=config, output_loading_info=True, dtype=dtype, **load_kwargs
         )
-    new_keys = [k for k in info.get("missing_keys", []) if _NEW_AUDIO_MODULES.match(k)]
-    missing = [k for k in info.get("missing_keys", []) if not _NEW_AUDIO_MODULES.match(k)]
+    new_keys = [k for k in info.get("missing_keys", []) if AUDIO_WEIGHT.match(k)]
+    missing = [k for k in info.get("missing_keys", []) if not AUDIO_WEIGHT.match(k)]
     unexpected = list(info.get("unexpected_keys", []))
     if missing or unexpected:
         raise CheckpointMismatchError(

@@ -9,10 +9,38 @@ model, another decoding budget, ...) is refused rather than silently mixing two 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
+
+_MAX_HEADER_BYTES = 100 << 20  # a safetensors header past this is not one: hash the file's size and time alone
+
+
+def _safetensors_header(path: Path) -> bytes:
+    """The JSON header of a safetensors file (tensor names, dtypes, shapes, offsets), b"" if it has none."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return b""
+        (length,) = struct.unpack("<Q", head)
+        return f.read(length) if length <= _MAX_HEADER_BYTES else b""
+
+
+def weights_fingerprint(folder: str | os.PathLike) -> str:
+    """A short hash naming the model a ``save_pretrained`` folder holds now: every file directly in it (name, size,
+    modification time) and the headers of its safetensors files. Saving another model there (or another
+    processor) changes it, so a journal keyed on it is never resumed with other weights; reading it costs no
+    pass over the weights."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        stat = path.stat()
+        digest.update(json.dumps([path.name, stat.st_size, stat.st_mtime_ns]).encode())
+        if path.suffix == ".safetensors":
+            digest.update(_safetensors_header(path))
+    return digest.hexdigest()[:16]
 
 
 class Journal:

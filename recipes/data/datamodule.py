@@ -17,11 +17,32 @@ from recipes.common.settings import check_choice, check_float, check_int
 from recipes.data.collate import AudioCollator
 from recipes.data.dataset import DEFAULT_MAX_AUDIO_SECONDS, AudioShardDataset
 from recipes.data.loader import ShardLoader
+from recipes.data.samples import DEFAULT_MAX_TOKENS
 from recipes.data.shard_reader import DEFAULT_MAX_MEMBER_BYTES
 from recipes.data.skips import SkipCounter
 from recipes.training.resume import resume_plan
 
 logger = logging.getLogger(__name__)
+
+
+def _check_settings(args: Mapping[str, Any]) -> None:
+    """Refuse out-of-range data settings (name and value in the error) when the module is built."""
+    check_int("batch_size", args["batch_size"], 1)
+    check_int("eval_batch_size", args["eval_batch_size"], 1, optional=True)
+    check_int("num_workers", args["num_workers"], 0)
+    check_int("shuffle_buffer", args["shuffle_buffer"], 0)
+    check_int("seed", args["seed"])
+    check_float("max_audio_seconds", args["max_audio_seconds"], 0.0, low_open=True, optional=True)
+    check_int("max_member_bytes", args["max_member_bytes"], 1, optional=True)
+    check_int("max_tokens", args["max_tokens"], 1, optional=True)
+    check_choice("train_padding_side", args["train_padding_side"], ("left", "right"))
+    check_choice("eval_padding_side", args["eval_padding_side"], ("left", "right"))
+    check_choice("split", args["split"], ("auto", "shard", "sample"))
+    check_int("world_size", args["world_size"], 1, optional=True)
+    check_int("rank", args["rank"], 0, optional=True)
+    rank, world_size = args["rank"], args["world_size"]
+    if rank is not None and world_size is not None and rank >= world_size:
+        raise ValueError(f"rank must be < world_size={world_size}, got {rank!r}")
 
 
 class AudioShardDataModule(pl.LightningDataModule):
@@ -37,6 +58,9 @@ class AudioShardDataModule(pl.LightningDataModule):
         max_audio_seconds: longer clips are skipped (``too_long``).
         max_member_bytes: samples with a larger tar member are skipped unread (``member_too_large``;
             default 256 MiB, ``None``: no cap).
+        max_tokens: samples whose texts (turns, system prompt, transcript) hold more tokens are skipped
+            (``too_long``; default 4096, ``None``: no cap), before the collator tokenises them: one runaway
+            sample would otherwise fail the run, and its resume, at the same step (see `AudioShardDataset`).
         train_padding_side: ``"right"`` (default) for training batches.
         eval_padding_side: ``"left"`` (default) for generation batches (test/predict, and validation when
             ``val_for_generation``).
@@ -78,22 +102,10 @@ class AudioShardDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
         text_twin: bool | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
     ):
         super().__init__()
-        check_int("batch_size", batch_size, 1)
-        check_int("eval_batch_size", eval_batch_size, 1, optional=True)
-        check_int("num_workers", num_workers, 0)
-        check_int("shuffle_buffer", shuffle_buffer, 0)
-        check_int("seed", seed)
-        check_float("max_audio_seconds", max_audio_seconds, 0.0, low_open=True, optional=True)
-        check_int("max_member_bytes", max_member_bytes, 1, optional=True)
-        check_choice("train_padding_side", train_padding_side, ("left", "right"))
-        check_choice("eval_padding_side", eval_padding_side, ("left", "right"))
-        check_choice("split", split, ("auto", "shard", "sample"))
-        check_int("world_size", world_size, 1, optional=True)
-        check_int("rank", rank, 0, optional=True)
-        if rank is not None and world_size is not None and rank >= world_size:
-            raise ValueError(f"rank must be < world_size={world_size}, got {rank!r}")
+        _check_settings(locals())
         self.train_shards = train_shards
         self.val_shards = val_shards
         self.test_shards = test_shards
@@ -105,6 +117,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.max_audio_seconds = max_audio_seconds
         self.max_member_bytes = max_member_bytes
+        self.max_tokens = max_tokens
         self.train_padding_side = train_padding_side
         self.eval_padding_side = eval_padding_side
         self.val_for_generation = bool(val_for_generation)
@@ -169,6 +182,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             seed=self.seed,
             max_audio_seconds=self.max_audio_seconds,
             max_member_bytes=self.max_member_bytes,
+            max_tokens=self.max_tokens,
             rank=rank,
             world_size=world,
             split=self.split,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -40,13 +41,17 @@ from recipes.common.settings import check_choice, check_float, check_int
 from recipes.data.collate import AudioCollator
 from recipes.data.samples import (
     AUDIO_EXTENSIONS,
+    DEFAULT_MAX_TOKENS,
     IMAGE_EXTENSIONS,
+    check_json_size,
+    check_text_tokens,
     decode_audio,
     decode_image,
     normalize_messages,
     parse_json_bytes,
+    sample_texts,
 )
-from recipes.data.shard_reader import DEFAULT_MAX_MEMBER_BYTES, _Bad, expand_shards, iter_tar_samples
+from recipes.data.shard_reader import DEFAULT_MAX_MEMBER_BYTES, _Bad, expand_shards, iter_tar_samples, shard_keys
 from recipes.data.skips import SampleSkipped, SkipCounter, SkipReason
 
 logger = logging.getLogger(__name__)
@@ -69,14 +74,17 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _unique_keys(items: Iterable) -> Iterator:
-    """Replace every raw sample whose key was seen before in this stream by a ``duplicate_key`` event (a set
-    of the keys met: about 100 bytes a sample, reset every epoch)."""
+def _unique_keys(items: Iterable[tuple[int, dict | _Bad]], owners: dict[str, int] | None = None) -> Iterator:
+    """``(shard index, item)`` pairs -> items, where every raw sample whose key was met before is replaced by a
+    ``duplicate_key`` event: before in this stream (a set of the keys met: about 100 bytes a sample, reset every
+    epoch), or, with ``owners`` ({key held by several shards: the index of the first of them in this epoch's
+    order}), in an earlier shard that another consumer reads. So the copy kept is the first in the epoch's shard
+    order, as one consumer reading every shard keeps it, whatever the split."""
     seen: set[str] = set()
-    for item in items:
+    for index, item in items:
         if not isinstance(item, _Bad):
             key = item["__key__"]
-            if key in seen:
+            if key in seen or (owners is not None and owners.get(key, index) != index):
                 yield _Bad(SkipReason.DUPLICATE_KEY, "seen before in this epoch", key=key, url=item.get("__url__"))
                 continue
             seen.add(key)
@@ -107,6 +115,7 @@ class AudioShardDataset(IterableDataset):
         max_audio_seconds: skip clips longer than this (``too_long``); ``None`` disables the cap.
         max_member_bytes: skip samples with a tar member larger than this (``member_too_large``), without
             reading the member; ``None`` disables the cap.
+        max_tokens: skip samples whose texts hold more tokens (``too_long``; see below); ``None``: no cap.
         rank, world_size: this process's node rank / number of ranks; ``None`` = torch.distributed (or the
             RANK/WORLD_SIZE environment variables), else 0/1. Inject them to simulate ranks in tests.
         worker, num_workers: override the DataLoader worker identity (tests); normally taken from
@@ -118,8 +127,15 @@ class AudioShardDataset(IterableDataset):
         skip_counter: where skips are counted (a fresh `SkipCounter` by default; per process).
 
     A sample key met again in the same epoch is skipped (``duplicate_key``), wherever the repeat is: later in
-    the shard or in another shard read by the same consumer (with ``split="shard"`` each data worker reads its
-    own shards; with ``"sample"`` every consumer sees every key).
+    the shard or in another shard. The copy kept is the first in the epoch's shard order, and each repeat is
+    counted once, for any number of ranks and data workers (where they read different shards, a scan of every
+    shard's tar headers, made once, tells each one which keys an earlier shard of another holds: `shared_keys`).
+
+    ``max_tokens`` caps the tokens of a sample's texts (turns, system prompt, transcript; the audio and image
+    tokens are capped by ``max_audio_seconds`` and the image processor): a longer sample is skipped
+    (``too_long``) before it reaches the collator. A JSON member above `JSON_BYTES_PER_TOKEN` x ``max_tokens``
+    bytes is skipped without being parsed; texts of at most ``max_tokens // 3`` UTF-8 bytes pass without being
+    tokenised (`recipes.data.samples.check_text_tokens`). ``None`` disables the cap.
     """
 
     def __init__(
@@ -142,6 +158,7 @@ class AudioShardDataset(IterableDataset):
         skip_counter: SkipCounter | None = None,
         epoch: int = 0,
         max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
     ):
         super().__init__()
         check_choice("split", split, ("auto", "shard", "sample"))
@@ -150,6 +167,7 @@ class AudioShardDataset(IterableDataset):
         check_int("seed", seed)
         check_float("max_audio_seconds", max_audio_seconds, 0.0, low_open=True, optional=True)
         check_int("max_member_bytes", max_member_bytes, 1, optional=True)
+        check_int("max_tokens", max_tokens, 1, optional=True)
         check_int("epoch", epoch, 0)
         if batch_size is not None and processor is None and collator is None:
             raise ValueError("batching needs a processor (or a collator)")
@@ -164,6 +182,7 @@ class AudioShardDataset(IterableDataset):
         self.seed = int(seed)
         self.max_audio_seconds = max_audio_seconds
         self.max_member_bytes = max_member_bytes
+        self.max_tokens = max_tokens
         self.rank = rank
         self.world_size = world_size
         self.worker = worker
@@ -176,6 +195,7 @@ class AudioShardDataset(IterableDataset):
         # decoding them (a resume point; see `resume_plan`)
         self.resume_positions: tuple[int, dict[int, int]] | None = None
         self._consumed = 0  # raw samples the running pass has taken from its shuffle buffer
+        self._shared_keys: dict[str, tuple[int, ...]] | None = None  # see `shared_keys`
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -194,35 +214,66 @@ class AudioShardDataset(IterableDataset):
         return rank, world, worker, nworkers
 
     # -------------------------------------------------------------- stages
+    def _split(self, n_urls: int, rank: int, world: int, nworkers: int) -> tuple[bool, bool]:
+        """(the ranks split the shard list, this rank's workers split its shards); where not, they split the
+        samples (a rank that reads every shard has its workers keep every k-th sample too)."""
+
+        def by_shard(n: int, parts: int) -> bool:
+            return self.split == "shard" or (self.split == "auto" and n >= parts)
+
+        node = world > 1 and by_shard(n_urls, world)
+        if world > 1 and not node:
+            return False, False
+        share = len(range(rank, n_urls, world)) if node else n_urls
+        return node, nworkers > 1 and by_shard(share, nworkers)
+
+    def shared_keys(self) -> dict[str, tuple[int, ...]]:
+        """``{key: indices in urls of the shards holding it}`` for the keys found in more than one shard, from a
+        scan of every shard's tar headers (`shard_keys`), made once per data set (`ShardLoader` makes it before its
+        workers start). Needed where consumers read different shards, to skip a repeated key as one reader of
+        every shard does. The scan holds every key once meanwhile (about 100 bytes a sample)."""
+        if self._shared_keys is None:
+            start = time.perf_counter()
+            first: dict[str, int] = {}
+            shared: dict[str, list[int]] = {}
+            for i, url in enumerate(self.urls):
+                for key in dict.fromkeys(shard_keys(url, self.max_member_bytes)):
+                    if key in first:
+                        shared.setdefault(key, [first[key]]).append(i)
+                    else:
+                        first[key] = i
+            self._shared_keys = {key: tuple(where) for key, where in shared.items()}
+            logger.info(
+                "tar headers of %d shards scanned in %.1f s: %d of %d keys are in more than one shard",
+                len(self.urls), time.perf_counter() - start, len(shared), len(first),
+            )  # fmt: skip
+        return self._shared_keys
+
+    def splits_shards(self, num_workers: int | None = None) -> bool:
+        """Whether the consumers (ranks x ``num_workers``, default: this consumer's count) read different shards."""
+        rank, world, _, nworkers = self.consumer()
+        return any(self._split(len(self.urls), rank, world, nworkers if num_workers is None else num_workers))
+
     def raw_samples(self, epoch: int | None = None) -> Iterator[dict | _Bad]:
         """This consumer's share of the raw (undecoded) samples and skip events, in stream order."""
         epoch = self.epoch if epoch is None else epoch
         rank, world, worker, nworkers = self.consumer()
-        urls = list(self.urls)
+        order = list(range(len(self.urls)))
         if self.shuffle_shards:
-            random.Random(f"{self.seed}:{epoch}").shuffle(urls)  # identical on every rank and worker
-
-        def by_shard(n_urls: int, parts: int) -> bool:
-            return self.split == "shard" or (self.split == "auto" and n_urls >= parts)
-
-        node_split = None
-        if world > 1:
-            if by_shard(len(urls), world):
-                urls = urls[rank::world]
-            else:
-                node_split = (rank, world)
-        worker_split = None
-        if nworkers > 1:
-            if node_split is None and by_shard(len(urls), nworkers):
-                urls = urls[worker::nworkers]
-            else:
-                worker_split = (worker, nworkers)
-
-        stream: Iterable = _unique_keys(item for url in urls for item in iter_tar_samples(url, self.max_member_bytes))
-        if node_split is not None:
-            stream = _keep_every(stream, *node_split)
-        if worker_split is not None:
-            stream = _keep_every(stream, *worker_split)
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)  # identical on every rank and worker
+        node_by_shard, worker_by_shard = self._split(len(order), rank, world, nworkers)
+        mine = order[rank::world] if node_by_shard else order
+        mine = mine[worker::nworkers] if worker_by_shard else mine
+        owners = None
+        if node_by_shard or worker_by_shard:  # a key may sit in a shard that another consumer reads
+            position = {index: p for p, index in enumerate(order)}
+            owners = {key: min(where, key=position.__getitem__) for key, where in self.shared_keys().items()}
+        pairs = ((i, item) for i in mine for item in iter_tar_samples(self.urls[i], self.max_member_bytes))
+        stream: Iterable = _unique_keys(pairs, owners)
+        if world > 1 and not node_by_shard:
+            stream = _keep_every(stream, rank, world)
+        if nworkers > 1 and not worker_by_shard:
+            stream = _keep_every(stream, worker, nworkers)
         return iter(stream)
 
     def _shuffled(self, items: Iterator[dict], rng: random.Random) -> Iterator[dict]:
@@ -255,8 +306,11 @@ class AudioShardDataset(IterableDataset):
         if "json" not in raw:
             raise SampleSkipped(SkipReason.MISSING_JSON)
         image_ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
+        check_json_size(raw["json"], self.max_tokens)
         record = parse_json_bytes(raw["json"])
         messages = normalize_messages(record, has_image=image_ext is not None and self.decode_images)
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        check_text_tokens(sample_texts(messages, record), tokenizer, self.max_tokens)  # before the audio is decoded
         audio, sr = decode_audio(raw[audio_ext], audio_ext, self.max_audio_seconds)
         if self.processor is None:
             audio = to_mono(audio).numpy()

@@ -58,6 +58,9 @@ class ShardLoader(DataLoader):
         positions = getattr(self.dataset, "resume_positions", None)
         resumed = skip > 0 or (positions is not None and positions[0] == epoch)
         counts_before = dict(self.skip_counter.counts)
+        if self.num_workers > 0 and self.dataset.splits_shards(self.num_workers):
+            # one header scan here, kept across epochs and inherited by the workers (which start afresh each epoch)
+            self.dataset.shared_keys()
         n_batches = 0
         for batch in super().__iter__():
             if isinstance(batch, dict) and "skip_counts" in batch:

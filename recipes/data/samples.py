@@ -152,6 +152,47 @@ def normalize_messages(record: Any, has_image: bool = False) -> list[dict]:
     return messages
 
 
+# A sample's JSON above this many bytes per allowed token is skipped unparsed: a text of max_tokens tokens
+# needs a few bytes a token (English ~4, CJK escaped as \uXXXX ~9), so only a runaway sample (the 50 MB one that
+# aborted the collator) comes near it, and parsing or tokenising it is never started.
+JSON_BYTES_PER_TOKEN = 64
+DEFAULT_MAX_TOKENS = 4096
+
+
+def check_json_size(data: bytes, max_tokens: int | None) -> None:
+    """Raise `SampleSkipped` (``too_long``) for a JSON member above ``JSON_BYTES_PER_TOKEN * max_tokens`` bytes."""
+    if max_tokens is not None and len(data) > JSON_BYTES_PER_TOKEN * max_tokens:
+        raise SampleSkipped(
+            SkipReason.TOO_LONG,
+            f"JSON of {len(data)} bytes > {JSON_BYTES_PER_TOKEN} x max_tokens={max_tokens} (not parsed)",
+        )
+
+
+def sample_texts(messages: list[dict], record: dict) -> list[str]:
+    """The texts of a sample that get tokenised: every turn's text (the system prompt too) and the transcript."""
+    texts = [message_text(m["content"]) for m in messages]
+    transcript = record.get("transcript") if isinstance(record, dict) else None
+    return texts + ([transcript] if isinstance(transcript, str) else [])
+
+
+def check_text_tokens(texts: list[str], tokenizer, max_tokens: int | None) -> None:
+    """Raise `SampleSkipped` (``too_long``) when ``texts`` hold more than ``max_tokens`` tokens together.
+
+    A byte-level BPE token stands for at least one UTF-8 byte, and the tokenizer's NFC normalisation at most
+    triples a text's bytes, so texts of at most ``max_tokens // 3`` bytes (nearly every sample) pass without
+    being tokenised; longer ones are tokenised, bounded by `check_json_size`. ``tokenizer=None``: not counted."""
+    if max_tokens is None or tokenizer is None:
+        return
+    if 3 * sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) <= max_tokens:
+        return
+    try:
+        n = sum(len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in texts if t)
+    except Exception as exc:  # e.g. a lone surrogate: what the collator would fail on, counted here
+        raise SampleSkipped(SkipReason.ENCODE_ERROR, f"tokenizer: {exc!r}") from None
+    if n > max_tokens:
+        raise SampleSkipped(SkipReason.TOO_LONG, f"{n} text tokens > max_tokens={max_tokens}")
+
+
 def parse_json_bytes(data: bytes) -> Any:
     try:
         return json.loads(data.decode("utf-8"))

@@ -206,6 +206,14 @@ def _member_bytes(tf: tarfile.TarFile, fileobj, info: tarfile.TarInfo) -> bytes:
     return data
 
 
+def _data_present(fileobj, info: tarfile.TarInfo) -> bool:
+    """Whether a member's last byte is there (one byte read: what `_member_bytes` would find, without the data)."""
+    if info.size == 0:
+        return True
+    fileobj.seek(info.offset_data + info.size - 1)
+    return len(fileobj.read(1)) == 1
+
+
 def _next_header(fileobj, stop: int, encoding: str) -> tuple[bool, int, int | None]:
     """Where tarfile stopped (``stop``: the end-of-archive blocks, or a header it could not read), find the next
     block that is a valid tar header (its checksum holds). Returns ``(garbage, end, next_offset)``: whether
@@ -233,9 +241,10 @@ class _SampleGrouper:
     """Groups consecutive tar members of one key into raw samples, across the runs of a damaged shard (a sample
     may lose members to a damaged stretch and go on after it)."""
 
-    def __init__(self, url: str, max_member_bytes: int | None):
+    def __init__(self, url: str, max_member_bytes: int | None, names_only: bool = False):
         self.url = url
         self.max_member_bytes = max_member_bytes
+        self.names_only = names_only
         self.current: dict | None = None
         self.n_members = 0
 
@@ -265,6 +274,11 @@ class _SampleGrouper:
                 too_large = f"{info.name}: {info.size} bytes > max_member_bytes={self.max_member_bytes}"
                 self.current["__too_large__"] = too_large
                 continue  # tarfile seeks over it: a stream is read forwards and dropped, never held
+            if self.names_only and not info.issparse():
+                if not _data_present(fileobj, info):  # where a full read would find the member cut short
+                    yield _Bad(SkipReason.TRUNCATED_MEMBER, f"{info.name}: cut short", key=key, url=self.url)
+                    return None, True
+                continue
             try:
                 data = _member_bytes(tf, fileobj, info)
             except Exception as exc:
@@ -293,14 +307,17 @@ def _damage_detail(
     return None
 
 
-def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict | _Bad]:
+def iter_tar_samples(
+    url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES, names_only: bool = False
+) -> Iterator[dict | _Bad]:
     """Yield raw samples ``{"__key__", "__url__", ext: bytes, ...}`` from one shard, or `_Bad` events.
     Never raises for bad data. An unreadable shard or a member cut short end the shard with an event (complete
     samples before it are still yielded). Garbage where a header should be (a damaged header, a damaged
     stretch) is passed over up to the next valid header, one ``corrupt_shard`` event per damaged stretch
     naming its offset and size; a sample that lost members there arrives without them (and is skipped later
     for what it lacks). A member larger than ``max_member_bytes`` is never read: its sample carries
-    ``"__too_large__"`` (``None``: no cap)."""
+    ``"__too_large__"`` (``None``: no cap). ``names_only``: the same samples and events, without their members'
+    bytes (tar headers only: `shard_keys`)."""
     from webdataset.gopen import gopen
 
     try:
@@ -308,7 +325,7 @@ def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER
     except Exception as exc:
         yield _Bad(SkipReason.UNREADABLE_SHARD, str(exc), url=url)
         return
-    grouper = _SampleGrouper(url, max_member_bytes)
+    grouper = _SampleGrouper(url, max_member_bytes, names_only)
     try:
         fileobj = _tar_fileobj(stream, local_file=os.path.isfile(url))
         offset: int | None = 0
@@ -342,3 +359,11 @@ def iter_tar_samples(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER
             stream.close()
         except Exception:
             pass
+
+
+def shard_keys(url: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES) -> list[str]:
+    """The keys of the raw samples `iter_tar_samples` yields for ``url`` (in order, repeats kept), from the tar
+    headers alone: a local uncompressed shard costs one small read per member; a compressed or remote one is
+    streamed (and dropped) once."""
+    items = iter_tar_samples(url, max_member_bytes, names_only=True)
+    return [item["__key__"] for item in items if isinstance(item, dict)]

@@ -28,7 +28,7 @@ class SkipReason:
     UNDECODABLE_AUDIO = "undecodable_audio"
     EMPTY_AUDIO = "empty_audio"
     NAN_AUDIO = "nan_audio"  # NaN or infinite samples
-    TOO_LONG = "too_long"  # longer than max_audio_seconds
+    TOO_LONG = "too_long"  # audio above max_audio_seconds, or text above max_tokens tokens
     BAD_AUDIO = "bad_audio"  # decoded, but the processor refused it (shape, ...)
     BAD_IMAGE = "bad_image"
     ENCODE_ERROR = "encode_error"  # the processor failed on the sample at collation

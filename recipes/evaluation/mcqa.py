@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
 from audio_adapter.encoders.whisper import SAMPLING_RATE
+from recipes.common.journal import weights_fingerprint
 from recipes.evaluation.mcqa_items import MCQAItem
 from recipes.evaluation.mcqa_run import MCQARun, answer_all
 from recipes.evaluation.mcqa_scoring import DEFAULT_BUCKET_EDGES, MCQAResult
@@ -132,3 +134,15 @@ def check_eval_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--batch-size must be >= 1")
     if sorted(args.bucket_edges) != list(args.bucket_edges) or len(set(args.bucket_edges)) != len(args.bucket_edges):
         parser.error("--bucket-edges must be strictly increasing")
+
+
+def run_settings(args: argparse.Namespace, model) -> dict:
+    """The settings a CLI run records in its journal: the model folder, the weights it holds now and the dtype
+    they run in (a re-run with other weights or another ``--dtype`` is refused, not mixed in), the data."""
+    return {
+        "model": str(Path(args.model).resolve()),
+        "weights": weights_fingerprint(args.model),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "data": str(args.data),
+        "batch_size": args.batch_size,
+    }

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from recipes.evaluation.mcqa_items import MCQAItem
 
 JOURNAL = "predictions.jsonl"
-RESUME_KEYS = ("model", "instruction", "max_new_tokens", "extension")  # must match to resume a run's journal
+# must match to resume a run's journal ("weights": `recipes.common.journal.weights_fingerprint` of the --model folder)
+RESUME_KEYS = ("model", "weights", "dtype", "instruction", "max_new_tokens", "extension")
 SUMMARY_EVERY_SECONDS = 10.0  # rewrite results.json / *.csv at most this often while answering
 
 # (questions, their 16 kHz waveforms) -> one response each

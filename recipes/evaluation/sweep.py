@@ -36,10 +36,32 @@ class SweepPoint:
     unreadable: int = 0
 
 
+def temperature_label(temperature: float) -> str:
+    """``temperature`` as written in folder names, the CSV and the tables: short (``1.2``) where that reads back
+    as the same float, else exact (``1.0000001``), so distinct values never share a label (or a folder)."""
+    short = f"{temperature:g}"
+    return short if float(short) == temperature else repr(float(temperature))
+
+
+def point_folder(extension: AudioContextExtension) -> str:
+    """The folder (under ``--out/points/``) of one grid point's journal: ``c<cutoff>_t<temperature label>``."""
+    return f"c{extension.cutoff}_t{temperature_label(extension.temperature)}"
+
+
+def check_distinct(cutoffs: Sequence[int], temperatures: Sequence[float]) -> None:
+    """ValueError naming a value given twice (its grid points would be evaluated, and journaled, twice)."""
+    for name, values in (("cutoffs", [int(c) for c in cutoffs]), ("temperatures", [float(t) for t in temperatures])):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"--{name} lists {repeated} more than once; give each value once")
+
+
 def partial_yarn_grid(
     model, cutoffs: Sequence[int], temperatures: Sequence[float], base_audio_seconds: float
 ) -> list[AudioContextExtension]:
-    """Every (cutoff, temperature) as a Partial YaRN extension, each validated for ``model``'s head size."""
+    """Every (cutoff, temperature) as a Partial YaRN extension, each validated for ``model``'s head size.
+    ValueError for a value given twice (`check_distinct`)."""
+    check_distinct(cutoffs, temperatures)
     grid = [
         AudioContextExtension(
             method="partial_yarn", cutoff=int(c), temperature=float(t), base_audio_seconds=base_audio_seconds
@@ -60,7 +82,7 @@ def _evaluate_point(
     model.set_context_extension(extension)
     point_dir = None
     if out_dir is not None:
-        point_dir = Path(out_dir) / "points" / f"c{extension.cutoff}_t{extension.temperature:g}"
+        point_dir = Path(out_dir) / "points" / point_folder(extension)
     result = evaluate_mcqa(model, processor, items, show_progress=False, out_dir=point_dir, **eval_kwargs)
     return SweepPoint(
         extension.cutoff,
@@ -107,7 +129,7 @@ def run_sweep(
         with progress:
             task = progress.add_task("", total=len(grid))
             for extension in grid:
-                progress.update(task, description=f"c={extension.cutoff} t={extension.temperature:g}")
+                progress.update(task, description=f"c={extension.cutoff} t={temperature_label(extension.temperature)}")
                 points.append(
                     _evaluate_point(
                         model,
@@ -134,7 +156,8 @@ def write_csv(points: Sequence[SweepPoint], path: str | os.PathLike) -> Path:
     writer = csv.writer(text)
     writer.writerow(["cutoff", "temperature", "accuracy", "n", "correct", "invalid", "unreadable"])
     for p in points:
-        writer.writerow([p.cutoff, f"{p.temperature:g}", f"{p.accuracy:.6f}", p.n, p.correct, p.invalid, p.unreadable])
+        row = [p.cutoff, temperature_label(p.temperature), f"{p.accuracy:.6f}", p.n, p.correct, p.invalid]
+        writer.writerow([*row, p.unreadable])
     return atomic_write_text(path, text.getvalue())
 
 
@@ -159,7 +182,7 @@ def plot_heatmap(points: Sequence[SweepPoint], path: str | os.PathLike, title: s
     cutoffs, temperatures, grid = accuracy_grid(points)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.65 * len(temperatures) + 2), max(3.0, 0.5 * len(cutoffs) + 1.5)))
     image = ax.imshow(grid * 100, origin="lower", cmap="viridis", aspect="auto", vmin=0, vmax=100)
-    ax.set_xticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])
+    ax.set_xticks(range(len(temperatures)), [temperature_label(t) for t in temperatures])
     ax.set_yticks(range(len(cutoffs)), [str(c) for c in cutoffs])
     ax.set_xlabel("attention temperature")
     ax.set_ylabel("cutoff dimension index")
@@ -189,7 +212,7 @@ def sweep_table(points: Sequence[SweepPoint]) -> Table:
     table = Table(title="accuracy (cutoff x temperature)")
     table.add_column("cutoff", justify="right")
     for t in temperatures:
-        table.add_column(f"{t:g}", justify="right")
+        table.add_column(temperature_label(t), justify="right")
     for i, c in enumerate(cutoffs):
         cells = []
         for j in range(len(temperatures)):

@@ -32,10 +32,16 @@ def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = 
     """Load ``(AudioVLMForConditionalGeneration, AudioVLMProcessor)`` from a directory written by
     ``save_pretrained`` (no network). The model is in eval mode on ``device`` (default: `default_device`);
     ``dtype`` is one of `DTYPES` (default: as saved)."""
+    from audio_adapter.model.audio_checks import check_processor_matches_model
+
     path = Path(model_dir)
     check_assembled_checkpoint(path)
     # an absolute path: a folder named "tiny" or "pretrained" is still a folder
     model, processor = ModelSpec(model=str(path.resolve()), dtype=dtype).build()
+    try:
+        check_processor_matches_model(processor, model.config)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return model.to(device or default_device()).eval(), processor
 
 
@@ -79,15 +85,41 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------ audio
-def read_audio(path: str | os.PathLike) -> np.ndarray:
-    """Read an audio file (flac/wav/ogg/mp3 where libsndfile can) -> float32 mono (T,) at 16 kHz."""
+# Bytes read at most per audio file: 1 GiB holds 1 h of 48 kHz stereo 24-bit WAV. A bigger file, or an endless
+# one (/dev/zero, a pipe), is refused instead of filling memory.
+MAX_AUDIO_FILE_BYTES = 1 << 30
+_READ_CHUNK = 8 << 20
+
+
+def read_audio_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of an audio file; ValueError naming the file when it holds more than ``max_bytes`` (default
+    `MAX_AUDIO_FILE_BYTES`)."""
+    path = Path(path)
+    max_bytes = MAX_AUDIO_FILE_BYTES if max_bytes is None else max_bytes
+    too_big = f"cannot read audio {path}: more than {max_bytes:,} bytes (the limit per clip); split or compress it"
+    data = bytearray()
+    with open(path, "rb") as f:
+        if path.is_file() and os.fstat(f.fileno()).st_size > max_bytes:
+            raise ValueError(too_big)  # known from its size, before reading anything
+        # in chunks up to one byte past the limit: a device or a pipe has no size to check first
+        while len(data) <= max_bytes and (chunk := f.read(min(_READ_CHUNK, max_bytes + 1 - len(data)))):
+            data += chunk
+    if len(data) > max_bytes:
+        raise ValueError(too_big)
+    return bytes(data)
+
+
+def read_audio(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarray:
+    """Read an audio file (flac/wav/ogg/mp3 where libsndfile can; at most ``max_bytes``, default
+    `MAX_AUDIO_FILE_BYTES`) -> float32 mono (T,) at 16 kHz. ValueError (or OSError) naming the file when it
+    cannot be read."""
     from audio_adapter.processing.audio_features import prepare_waveform
     from recipes.data.samples import decode_audio
     from recipes.data.skips import SampleSkipped
 
     path = Path(path)
     try:
-        audio, sr = decode_audio(path.read_bytes(), ext=path.suffix.lstrip(".").lower())
+        audio, sr = decode_audio(read_audio_bytes(path, max_bytes), ext=path.suffix.lstrip(".").lower())
     except SampleSkipped as exc:
         raise ValueError(f"cannot read audio {path}: {exc}") from None
     return prepare_waveform(audio, sr).numpy()
@@ -201,14 +233,55 @@ def extension_label(extension: AudioContextExtension) -> str:
     return f"{extension.method}({extra}base={extension.base_audio_seconds:g}s)"
 
 
-def save_model_folder(model, processor, out: str | os.PathLike) -> Path:
+# Written last into every folder `save_model_folder` writes: the names of the files it wrote. A folder holding it
+# and nothing else is an earlier export of this project, the only non-empty folder replaced without --overwrite.
+EXPORT_MANIFEST = "audio_adapter_export.json"
+
+
+def not_an_earlier_export(out: str | os.PathLike) -> str | None:
+    """Why ``out`` may not be replaced without ``--overwrite`` (None: it is new, empty, or an earlier export whose
+    files are all its own)."""
+    import json
+
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    try:
+        written = set(json.loads((out / EXPORT_MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"is not empty and is not an earlier export of this project (no readable {EXPORT_MANIFEST})"
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in written | {EXPORT_MANIFEST})
+    if foreign:
+        return f"holds files an earlier export did not write: {foreign[:5]}{' ...' if len(foreign) > 5 else ''}"
+    return None
+
+
+def check_export_target(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """FileExistsError unless ``out`` may be (re)written: new, empty, an earlier export, or ``overwrite``."""
+    problem = None if overwrite else not_an_earlier_export(out)
+    if problem:
+        raise FileExistsError(
+            f"--out {out} {problem}: its files would be deleted. Choose a new or empty folder, or pass --overwrite "
+            "to replace everything in it"
+        )
+
+
+def save_model_folder(model, processor, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """``model`` + ``processor`` as one ``save_pretrained`` folder, written whole
     (`recipes.training.run_files.write_dir_atomically`): a kill leaves the previous folder or none, never a half-written
-    one. An existing ``out`` is replaced only when it is empty or itself a saved model (holds ``config.json``)."""
+    one. An existing non-empty ``out`` is replaced only when it is an earlier export (`check_export_target`:
+    the files `EXPORT_MANIFEST` lists and nothing else) or with ``overwrite``."""
+    import json
+
     from recipes.training.run_files import write_dir_atomically
+
+    check_export_target(out, overwrite)
 
     def write(folder: Path) -> None:
         model.save_pretrained(str(folder))
         processor.save_pretrained(folder)
+        files = sorted(p.name for p in folder.iterdir())
+        (folder / EXPORT_MANIFEST).write_text(json.dumps({"written_by": "audio_adapter", "files": files}, indent=1))
 
-    return write_dir_atomically(out, write, is_ours=lambda folder: (folder / "config.json").is_file())
+    # checked above (a foreign folder was refused, or the caller asked to overwrite it)
+    return write_dir_atomically(out, write, is_ours=lambda folder: True)

@@ -112,7 +112,7 @@ def build_encoder_and_cache(cfg: LongformConfig, out: Path, console: Console) ->
     cache = out / "cache.pt"
     if cache.is_file():
         console.print(f"[bold]1/4[/bold] cached encoder + frames found: {cache}")
-        return torch.load(cache)
+        return torch.load(cache, weights_only=True)  # tensors and plain values only: no pickled code runs
     console.print(
         f"[bold]1/4[/bold] stand-in encoder: CTC on {cfg.standin_clips} recordings of 16 items, "
         f"{cfg.standin_steps} steps; then frames of {cfg.pool_clips} training recordings and "

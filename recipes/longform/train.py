@@ -82,7 +82,7 @@ def trained_model(cfg: LongformConfig, run: dict, cache: dict, out: Path, consol
     model, processor = new_model(cfg, run["seed"], cache["encoder"])
     path = out / "models" / f"{run['name']}.pt"
     if path.is_file():
-        saved = torch.load(path)
+        saved = torch.load(path, weights_only=True)  # tensors and plain values only: no pickled code runs
         model.load_state_dict(saved["state"], strict=False)
         console.print(f"    {run['name']}: loaded {path}")
         return model, processor, saved["log"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recipes.inference.common import save_model_folder
+from recipes.inference.common import check_export_target, save_model_folder
 from recipes.training.model_spec import DTYPES, ModelSpec
 from recipes.training.module import ADAPTER_DIR, CONFIG_FILE, SPEC_FILE
 from recipes.training.projector_file import audio_token_ids, load_projector_file
@@ -20,11 +20,16 @@ def export(
     vlm: str | None = None,
     whisper: str | None = None,
     dtype: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the merged checkpoint of stage output directory ``run`` to ``out``; returns ``out``."""
+    """Write the merged checkpoint of stage output directory ``run`` to ``out``; returns ``out``.
+
+    A non-empty ``out`` is replaced only when it is an earlier export (`recipes.inference.common.check_export_target`)
+    or with ``overwrite``: refused before anything is built, so no other folder's files are ever deleted."""
     from audio_adapter import AudioVLMProcessor
 
     run, out = Path(run), Path(out)
+    check_export_target(out, overwrite)
     spec_file = run / SPEC_FILE
     if not spec_file.is_file():
         raise FileNotFoundError(f"{spec_file} not found: --run must be a stage output directory (model.output_dir)")
@@ -58,4 +63,4 @@ def export(
     if any("lora_" in name for name, _ in model.named_parameters()):
         raise RuntimeError("LoRA layers remain after merging")
     model.eval()
-    return save_model_folder(model, processor, out)
+    return save_model_folder(model, processor, out, overwrite=overwrite)

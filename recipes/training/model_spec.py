@@ -126,6 +126,28 @@ class ModelSpec:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names and (v is not None or k == "dtype")})
 
+    def check_same_base(self, saved: dict[str, Any] | None, where: str = "the checkpoint") -> None:
+        """Raise ValueError naming both specs when ``saved`` (`to_dict` of the spec a checkpoint was trained on)
+        describes another base model: resuming its trained tensors on another base would continue silently on
+        the wrong weights. ``None`` (a checkpoint written before specs were stored) is not checked."""
+        if saved is None:
+            return
+        saved = ModelSpec.from_dict(saved).to_dict()  # a field added since takes its default, as in from_dict
+        mine = self.to_dict()
+
+        def differs(key: str) -> bool:
+            if key == "model" and "prebuilt" in (mine.get(key), saved.get(key)):
+                return False  # a model passed in as an object: where it came from is not known
+            return mine.get(key) != saved.get(key)
+
+        differ = sorted(k for k in mine.keys() | saved.keys() if differs(k))
+        if differ:
+            pairs = ", ".join(f"{k}: {saved.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
+            raise ValueError(
+                f"{where} was trained on another base model ({pairs}). Its spec: {saved}; this run's: {mine}. "
+                "Resume with the same model.* settings, or start a new run in another checkpoint folder."
+            )
+
     # -------------------------------------------------------------- building
     def projector_kwargs(self) -> dict[str, Any]:
         """The projector settings to pass to the builders: empty for the default (linear) projector."""

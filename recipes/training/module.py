@@ -22,7 +22,8 @@ Resuming: checkpoints hold only the trainable tensors (+ optimizer/scheduler sta
 from `configure_callbacks`: a resumed run continues the same loss curve as an uninterrupted one.
 
 Faults: every setting is checked before the model is built; the output and checkpoint folders are checked for
-writability before the first step, and what a killed run left there is removed (`recipes.training.run_files`).
+writability and overlap before the first step, and what a killed run left there is removed
+(`recipes.training.run_files`); a checkpoint of another base model (its `ModelSpec` is stored in it) is refused.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from recipes.training.projector_file import (
     save_projector_file,
 )
 from recipes.training.resume import ExactResume
-from recipes.training.run_files import check_run_dirs, clean_run_leftovers, write_dir_atomically
+from recipes.training.run_files import check_run_dirs, check_trainer_folders, clean_run_leftovers, write_dir_atomically
 from recipes.training.token_rows import AudioTokenRows
 
 logger = logging.getLogger(__name__)
@@ -279,10 +280,11 @@ class AudioVLMLightningModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self._trainer is not None and self.trainer.is_global_zero:
+        if stage == "fit" and self._trainer is not None:
             # before the first step (and before a checkpoint is restored): not after hours of training
-            dirs = [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
-            check_run_dirs(self.output_dir, dirs, is_ours=lambda out: (out / SPEC_FILE).is_file())
+            dirs = check_trainer_folders(self.trainer, self.output_dir, self.init_from)  # every rank: no file touched
+            if self.trainer.is_global_zero:
+                check_run_dirs(self.output_dir, dirs, is_ours=lambda out: (out / SPEC_FILE).is_file())
         if self.vlat and self.global_rank:
             from extension.vlat import VirtualLengthSampler
 
@@ -363,7 +365,7 @@ class AudioVLMLightningModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = set(self.trainable_parameter_names())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        checkpoint["audio_vlm"] = {"stage": self.stage, "trainable_keys": sorted(trainable)}
+        checkpoint["audio_vlm"] = dict(stage=self.stage, trainable_keys=sorted(trainable), spec=self.spec.to_dict())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("audio_vlm")
@@ -371,6 +373,7 @@ class AudioVLMLightningModule(pl.LightningModule):
             raise ValueError("not a checkpoint of AudioVLMLightningModule (no 'audio_vlm' entry)")
         if int(state["stage"]) != self.stage:
             raise ValueError(f"checkpoint is from stage {state['stage']}, this module is stage {self.stage}")
+        self.spec.check_same_base(state.get("spec"))
         missing = sorted(set(self.trainable_parameter_names()) - set(checkpoint["state_dict"]))
         if missing:
             raise ValueError(

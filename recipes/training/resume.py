@@ -111,6 +111,21 @@ def all_gather(obj: Any) -> list[Any]:
     return [obj]
 
 
+def count_as_first_batch(trainer) -> None:
+    """Make Lightning count the batch it is starting as the first of its epoch (called at the first batch after a
+    resume at an epoch's start). From a checkpoint taken at the last batch of an epoch Lightning goes on with the
+    next epoch, but with a loader of unknown length (ours is iterable) it keeps the finished epoch's batch count:
+    the new epoch's first batch counted as batch n + 1, and with ``accumulate_grad_batches`` the optimizer steps
+    fell on other micro-batches than in the uninterrupted run (the final weights differed)."""
+    progress = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "batch_progress", None)
+    current = getattr(progress, "current", None)
+    if current is None or current.ready <= 1:  # counted right (e.g. a checkpoint taken at the epoch's end)
+        return
+    shift = current.ready - 1  # ready was raised for this batch; started/processed/completed are not yet
+    current.ready, current.started = 1, current.started - shift
+    current.processed, current.completed = current.processed - shift, current.completed - shift
+
+
 # ============================================================================================ callback
 class ExactResume(pl.Callback):
     """The resume bookkeeping of a training run (see the module docstring). The module it trains may hold a
@@ -121,6 +136,7 @@ class ExactResume(pl.Callback):
         self.stream: dict = {}  # the epoch's consumed batches per data worker and their stream positions
         self._epoch_batches = 0
         self._pending_rng: dict | None = None
+        self._resumed_at_epoch_start = False
         self._trainer: pl.Trainer | None = None
         self._module: pl.LightningModule | None = None
 
@@ -137,6 +153,9 @@ class ExactResume(pl.Callback):
         if self._pending_rng is not None:  # first batch after a resume: continue the saved RNG streams
             set_rng_state(self._pending_rng)
             self._pending_rng = None
+        if self._resumed_at_epoch_start:
+            self._resumed_at_epoch_start = False
+            count_as_first_batch(trainer)
         # Data position for checkpoints taken after this batch (checkpoint callbacks save at on_train_batch_end,
         # hence here). After the epoch's last batch the stream is exhausted: resume at the start of the next
         # epoch (Lightning continues there with the iterator it made at restart).
@@ -166,8 +185,27 @@ class ExactResume(pl.Callback):
         )
         return {
             "data_position": {"epoch": int(self.position[0]), "batches": int(self.position[1])},
+            "data_workers": self._data_workers(),
             "per_rank": per_rank,
         }
+
+    def _data_workers(self) -> int | None:
+        """The data module's ``num_workers`` (None: no data module that says)."""
+        n = getattr(getattr(self._trainer, "datamodule", None), "num_workers", None)
+        return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
+
+    def _check_same_workers(self, saved: int | None) -> None:
+        """Mid-epoch, the batches left depend on the worker count (a DataLoader takes batches from its workers in
+        turn, each reading its own shards): another count would train some clips twice and some never."""
+        current = self._data_workers()
+        if not self.position[1] or saved is None or current is None or max(1, saved) == max(1, current):
+            return  # 0 workers (the main process) reads as 1 worker does
+        raise ValueError(
+            f"the checkpoint was taken {self.position[1]} batches into epoch {self.position[0]} with "
+            f"data.num_workers={saved}; this run has data.num_workers={current}. The rest of that epoch cannot be "
+            f"reproduced with another worker count (some clips would be trained twice, some never): resume with "
+            f"--data.num_workers {saved} (a checkpoint taken at an epoch's end may change it)."
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         trainer = self._trainer
@@ -188,8 +226,10 @@ class ExactResume(pl.Callback):
         position = state_dict.get("data_position") or {"epoch": 0, "batches": 0}
         self.position = (int(position["epoch"]), int(position["batches"]))
         self._epoch_batches = self.position[1]
+        self._resumed_at_epoch_start = self.position[1] == 0
         # another rank count splits the shards differently: its stream positions mean nothing here
         self.stream = copy.deepcopy(mine.get("stream") or {}) if same_ranks else {}
+        self._check_same_workers(state_dict.get("data_workers"))
         self._resume_data()
 
     def _resume_data(self) -> None:

@@ -101,6 +101,57 @@ def check_run_dirs(output_dir, checkpoint_dirs: Iterable, is_ours: Callable[[Pat
             check_writable(directory, "checkpoint folder (ModelCheckpoint dirpath)")
 
 
+def _folder(path) -> Path | None:
+    """A local folder as an absolute path with links resolved (None for remote urls and unset paths)."""
+    if not path or "://" in str(path):
+        return None
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_trainer_folders(trainer, output_dir, init_from=None) -> list:
+    """`check_separate_folders` for a Lightning trainer's folders: its checkpoint folders (``ModelCheckpoint.dirpath``,
+    resolved by the callbacks' own set-up, which runs first), ``default_root_dir`` and each logger's folder (both
+    may hold ``output_dir``). Returns the checkpoint folders."""
+    dirs = [getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks]
+    kept = [("default_root_dir", trainer.default_root_dir)]
+    kept += [("log folder", getattr(g, "root_dir", None) or getattr(g, "save_dir", None)) for g in trainer.loggers]
+    check_separate_folders(output_dir, dirs, init_from, kept)
+    return dirs
+
+
+def check_separate_folders(output_dir, checkpoint_dirs: Iterable, init_from=None, kept_dirs: Iterable = ()) -> None:
+    """Refuse, at set-up, folders that overlap: the final write replaces ``output_dir`` as a whole, so a checkpoint
+    folder inside it (or the same folder) loses ``last.ckpt`` and ``--ckpt_path last`` silently starts over at
+    step 0; a checkpoint folder holding ``output_dir`` has it beside the checkpoints; the ``init_from`` folder
+    (its folder when it names a file) would be replaced by the run that reads it. ``kept_dirs`` (the default
+    root and log folders) may hold ``output_dir``, never lie inside it. ValueError naming both paths."""
+    out = _folder(output_dir)
+    init = _folder(init_from)
+    if init is not None and (init.is_file() or init.suffix == ".safetensors"):
+        init = init.parent
+    pairs = [("output_dir", out, "init_from", init, True)]
+    for directory in checkpoint_dirs:
+        ckpt = _folder(directory)
+        pairs += [
+            ("checkpoint folder", ckpt, "output_dir", out, True),
+            ("checkpoint folder", ckpt, "init_from", init, True),
+        ]
+    pairs += [(what, _folder(d), "output_dir", out, False) for what, d in kept_dirs]
+    for name_a, a, name_b, b, both_ways in pairs:
+        if a is None or b is None:
+            continue
+        if _within(a, b) or (both_ways and _within(b, a)):
+            raise ValueError(
+                f"{name_a} {a} and {name_b} {b} overlap (the same folder, or one inside the other): the final "
+                "output write replaces output_dir as a whole, and checkpoints, logs and the starting outputs must "
+                "survive it. Give them separate folders (e.g. run/checkpoints and run/output)."
+            )
+
+
 def clean_run_leftovers(output_dir, checkpoint_callbacks: Iterable, resumed_from: str | None) -> list[Path]:
     """Remove what a killed run left behind; returns the removed paths (each is logged).
 

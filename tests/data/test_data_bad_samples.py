@@ -210,3 +210,17 @@ def test_message_validation_reasons():
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, has_image=True
     )
     assert msgs[0]["content"] == [{"type": "audio"}, {"type": "image"}, {"type": "text", "text": "q"}]
+
+
+@pytest.mark.parametrize("max_member_bytes", [None, 4000])
+def test_header_scan_finds_the_keys_the_reader_yields(salted, max_member_bytes):
+    """`shard_keys` (tar headers only: how consumers reading different shards learn of repeated keys) lists what
+    a full read yields, shard by shard: cut short, damaged, garbage, missing, members above the cap."""
+    from recipes.data.shard_reader import _Bad, iter_tar_samples, shard_keys
+
+    for url in salted["urls"]:
+        read = [s["__key__"] for s in iter_tar_samples(url, max_member_bytes) if not isinstance(s, _Bad)]
+        assert shard_keys(url, max_member_bytes) == read, url
+    for url in (f"pipe:cat {salted['urls'][2]}", f"pipe:cat {salted['urls'][3]}"):  # read forwards: a stream
+        read = [s["__key__"] for s in iter_tar_samples(url, max_member_bytes) if not isinstance(s, _Bad)]
+        assert shard_keys(url, max_member_bytes) == read and read, url

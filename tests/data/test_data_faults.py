@@ -235,6 +235,8 @@ def test_loader_pass_without_a_sample_raises_naming_shards_and_counts(tmp_path, 
         ("max_audio_seconds", 0),
         ("max_audio_seconds", float("nan")),
         ("max_member_bytes", 0),
+        ("max_tokens", 0),
+        ("max_tokens", 1.5),
         ("world_size", 0),
         ("rank", 2),
         ("seed", 1.5),
@@ -256,7 +258,14 @@ def test_datamodule_refuses_out_of_range_settings(name, value):
 
 @pytest.mark.parametrize(
     "name, value",
-    [("batch_size", 0), ("shuffle_buffer", -2), ("max_audio_seconds", -1.0), ("max_member_bytes", -5), ("epoch", -1)],
+    [
+        ("batch_size", 0),
+        ("shuffle_buffer", -2),
+        ("max_audio_seconds", -1.0),
+        ("max_member_bytes", -5),
+        ("epoch", -1),
+        ("max_tokens", 0),
+    ],
 )
 def test_dataset_refuses_out_of_range_settings(tmp_path, processor, name, value):
     from recipes.data.dataset import AudioShardDataset

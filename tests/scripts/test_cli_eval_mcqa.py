@@ -1,5 +1,5 @@
-"""scripts/eval_mcqa.py (and recipes/evaluation/mcqa*): answer parsing, oracle accuracy through the real batching path,
-CLI outputs."""
+"""scripts/eval_mcqa.py (and its _mcqa_* parts): answer parsing, oracle accuracy through the real batching path, CLI
+outputs."""
 
 from __future__ import annotations
 
@@ -297,3 +297,57 @@ def test_control_tokens_in_questions_are_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=r"inj\.jsonl:1: .*<\|im_end\|>"):
         mcqa_items.load_mcqa(path)
+
+
+# ------------------------------------------------------------ issue 23: endless clips, lone surrogates, other weights
+def test_an_endless_clip_is_listed_unreadable_not_a_memory_error(setup, tmp_path, monkeypatch):
+    """``"audio": "/dev/zero"`` has no size and no end: the bytes read per clip are capped, so it is an
+    unreadable clip like any other (it stopped the run with a bare MemoryError)."""
+    from recipes.inference import common as _common
+
+    ckpt, manifest = setup
+    monkeypatch.setattr(_common, "MAX_AUDIO_FILE_BYTES", 1 << 20, raising=False)  # keep the test's reads small
+    monkeypatch.setattr(mcqa, "answer_batch", _oracle("right"))
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    for r in records:
+        r["audio"] = str((manifest.parent / r["audio"]).resolve())
+    records[2]["audio"] = "/dev/zero"
+    big = tmp_path / "big.wav"
+    with open(big, "wb") as f:
+        f.truncate((1 << 20) + 1)  # refused by its size, before reading
+    records[3]["audio"] = str(big)
+    data = tmp_path / "endless.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = eval_mcqa.main(_argv(ckpt, data, tmp_path / "out"))
+    assert result.n == N - 2 and result.accuracy == 1.0
+    errors = {u["audio"]: u["error"] for u in result.unreadable}
+    assert sorted(errors) == sorted(["/dev/zero", str(big)])
+    assert all("more than 1,048,576 bytes (the limit per clip)" in e for e in errors.values())
+
+
+@pytest.mark.parametrize("field", ["question", "choices", "key", "audio"])
+def test_a_lone_surrogate_names_the_file_and_line(tmp_path, field):
+    """JSON can escape half a UTF-16 pair (``"x\\ud800y"``): the record is refused naming the file and line (it
+    failed later with a bare UnicodeEncodeError)."""
+    good = {"key": "q", "audio": "a.flac", "question": "q", "choices": ["a", "b"], "answer": 0, "seconds": 1}
+    bad = {**good, field: ["a", "x\ud800y"] if field == "choices" else "x\ud800y"}
+    path = tmp_path / "sur.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")  # ensure_ascii: the file itself is ASCII
+    with pytest.raises(ValueError, match=r"sur\.jsonl:2: bad MCQA record: .*\\ud800 at character 1, a lone surrogate"):
+        mcqa_items.load_mcqa(path)
+
+
+def test_a_rerun_with_other_weights_or_dtype_is_refused(tmp_path, monkeypatch):
+    """The journal is keyed on the weights in the --model folder and the dtype they run in: another model saved
+    into the same folder, or another --dtype, is refused (every old answer was reused)."""
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", seed=0)
+    manifest = make_mcqa_dataset(tmp_path / "data", 2, seed=0).manifest
+    monkeypatch.setattr(mcqa, "answer_batch", _oracle("right"))
+    out = tmp_path / "out"
+    eval_mcqa.main(_argv(ckpt, manifest, out))
+    eval_mcqa.main(_argv(ckpt, manifest, out))  # the same weights: resumes (nothing left to ask)
+    with pytest.raises(ValueError, match=r"dtype: 'float32' there, 'bfloat16' now\); pass another --out"):
+        eval_mcqa.main(_argv(ckpt, manifest, out, "--dtype", "bfloat16"))
+    save_tiny_checkpoint(ckpt, seed=1)  # another model into the same folder
+    with pytest.raises(ValueError, match=r"results of a different run \(weights: '[0-9a-f]{16}' there"):
+        eval_mcqa.main(_argv(ckpt, manifest, out))

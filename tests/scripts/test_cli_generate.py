@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -215,3 +219,24 @@ def test_cli_loads_a_qwen2_5_vl_folder(files, tmp_path, capsys):
     assert type(model) is AudioQwen2_5_VLForConditionalGeneration
     processor = AutoProcessor.from_pretrained(str(ckpt))
     assert generate.generate_text(model, processor, [audio[0]], PROMPT, max_new_tokens=6) == cli_text
+
+
+def test_a_processor_of_another_model_is_named_at_load_and_first_call(files, tmp_path):
+    """A folder whose processor gives the audio tokens other ids than its model (a Qwen2-VL processor beside a
+    Qwen2.5-VL model: <|AUDIO|> 151658 there, 151666 here) is refused at load naming both ids (it failed later
+    with a bare "placeholder count (0 <|AUDIO|> tokens)"); the model's own error at the first call says why."""
+    from recipes.inference.common import load_model_and_processor
+
+    ckpt = shutil.copytree(files[0], tmp_path / "mixed")
+    config = json.loads((ckpt / "config.json").read_text())
+    names = ("audio_bos_token_id", "audio_token_id", "audio_eos_token_id")
+    moved = {name: config[name] - 8 for name in names}  # as Qwen2.5-VL's tokens sit 8 above Qwen2-VL's
+    (ckpt / "config.json").write_text(json.dumps({**config, **moved}))
+    theirs, ours = config["audio_token_id"], moved["audio_token_id"]
+    expected = re.escape(f"<|AUDIO|> {theirs} in the processor, {ours} in the model")
+    with pytest.raises(ValueError, match=rf"mixed: the processor does not belong to this model.*{expected}"):
+        load_model_and_processor(ckpt, device="cpu")
+    model, processor = load(ckpt)
+    inputs = processor(text=[chat_prompt(processor, PROMPT)], audio=[tone_clip(1.0)], sampling_rate=16000)
+    with pytest.raises(ValueError, match=rf"\(0 <\|AUDIO\|> tokens\).*this model's id {moved['audio_token_id']}"):
+        model(**inputs)

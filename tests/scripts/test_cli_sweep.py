@@ -186,3 +186,26 @@ def test_interrupted_sweep_keeps_finished_points_and_resumes(setup, tmp_path, mo
     with open(out / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(float(r["accuracy"]) == 1.0 and r["unreadable"] == "0" for r in rows)
+
+
+def test_temperatures_equal_to_six_digits_get_their_own_folders(setup, tmp_path):
+    """1.0000001 and 1.0000002 are two grid points: two journals, two CSV rows that read back exactly (both
+    mapped to the folder ``c4_t1`` and the second refused as "a different run"); a value given twice is refused."""
+    _, manifest = setup
+    model, processor = tiny_model_and_processor()
+    items = mcqa_items.load_mcqa(manifest)[:2]
+
+    def respond(model, processor, batch, audio, **kwargs):
+        good = model.context_extension.temperature == 1.0000002
+        return [f"({it.answer + 1 if good else (it.answer + 1) % 4 + 1})" for it in batch]
+
+    out = tmp_path / "out"
+    kwargs = dict(cutoffs=[4], base_audio_seconds=2.0, show_progress=False, respond=respond, out_dir=out)
+    points = sweep_lib.run_sweep(model, processor, items, temperatures=[1.0000001, 1.0000002], **kwargs)
+    assert [(p.temperature, p.accuracy) for p in points] == [(1.0000001, 0.0), (1.0000002, 1.0)]
+    assert sorted(d.name for d in (out / "points").iterdir()) == ["c4_t1.0000001", "c4_t1.0000002"]
+    with open(out / "sweep.csv", newline="") as f:
+        assert [float(r["temperature"]) for r in csv.DictReader(f)] == [1.0000001, 1.0000002]
+    assert sweep_lib.temperature_label(1.2) == "1.2" and sweep_lib.temperature_label(1.0) == "1"  # the short names stay
+    with pytest.raises(ValueError, match=r"--temperatures lists \[1\.2\] more than once"):
+        sweep_lib.run_sweep(model, processor, items, temperatures=[1.2, 0.8, 1.2], **kwargs)

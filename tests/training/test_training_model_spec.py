@@ -99,3 +99,13 @@ def test_missing_directory_and_prebuilt_are_clear(tmp_path):
         ModelSpec(str(tmp_path)).build()
     with pytest.raises(ValueError, match="prebuilt"):
         ModelSpec("prebuilt").build()
+
+
+def test_another_base_model_is_named_field_by_field():
+    spec = ModelSpec("tiny", tiny_seed=1)
+    spec.check_same_base(None)  # a checkpoint from before specs were stored
+    spec.check_same_base({k: v for k, v in spec.to_dict().items() if k != "quantization"})  # a field added since
+    ModelSpec("prebuilt", tiny_seed=1).check_same_base(spec.to_dict())  # an object passed in: origin unknown
+    with pytest.raises(ValueError, match=r"tiny_seed: 0 there, 1 here, vlm: None there, 'Qwen/x' here") as info:
+        ModelSpec("tiny", tiny_seed=1, vlm="Qwen/x").check_same_base(ModelSpec().to_dict())
+    assert "model.*" in str(info.value)

@@ -72,10 +72,11 @@ def test_tiny_recipe_instantiates(tmp_path):
             "--model.init_from=null",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.logger=false",
+            "--data.max_tokens=128",
         ],
         run=False,
     )
     assert isinstance(cli.model, AudioVLMLightningModule) and cli.model.stage == 2
     assert any(isinstance(c, RichProgressBar) for c in cli.trainer.callbacks)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    assert cli.datamodule.batch_size == 16
+    assert cli.datamodule.batch_size == 16 and cli.datamodule.max_tokens == 128

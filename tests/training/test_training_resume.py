@@ -181,3 +181,48 @@ def test_resume_twice_within_one_epoch(shards, uninterrupted, tmp_path):
     assert third.keys == uninterrupted.keys[7:]
     expected = uninterrupted.losses[7:]
     assert max(abs(a - b) for a, b in zip(third.losses, expected)) <= 1e-6, (third.losses, expected)
+
+
+def _fit_accumulating(shards, ckpt_dir, callbacks, ckpt_path=None, every: dict | None = None):
+    """6 steps of accumulate_grad_batches 3 over 4-batch epochs (a step after micro-batches 3 and 4 of each);
+    ``every``: when to checkpoint (default: every step)."""
+    from tests.helpers import trainable_state
+
+    module = _module()
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1, **(every or {"every_n_train_steps": 1}))
+    tr = trainer(6, [*callbacks, ckpt], enable_checkpointing=True, accumulate_grad_batches=3)
+    tr.fit(module, _dm(shards), ckpt_path=ckpt_path)
+    return trainable_state(module)
+
+
+@pytest.fixture(scope="module")
+def accumulating(shards, tmp_path_factory):
+    pl.seed_everything(0)
+    rec = StepRecorder()
+    final = _fit_accumulating(shards, tmp_path_factory.mktemp("accumulating"), [rec])  # checkpoints: same RNG use
+    assert rec.steps == [0, 0, 1, 2, 2, 2, 3, 4, 4, 4, 5, 6]  # the global step after each micro-batch
+    return rec, final
+
+
+@pytest.mark.parametrize(
+    "every, crash_at, saved",
+    [
+        (None, 3, 3),  # killed right after step 3's checkpoint: mid-epoch (micro-batch 3 of epoch 1's 4)
+        (None, 4, 4),  # after step 4's: epoch 1's last micro-batch (before: the next steps one micro-batch off)
+        ({"every_n_epochs": 1, "save_on_train_epoch_end": True}, 5, 4),  # written at the end of epoch 1
+    ],
+)
+def test_resume_with_gradient_accumulation_is_bit_exact(shards, accumulating, tmp_path, every, crash_at, saved):
+    """Killed and resumed, a run with accumulate_grad_batches 3 takes the same micro-batches into the same steps
+    and ends on the same weights, bit for bit (the issue: one micro-batch off, the projector differed)."""
+    whole, expected = accumulating
+    pl.seed_everything(0)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        _fit_accumulating(shards, tmp_path, [Crash(crash_at)], every=every)
+    assert torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == saved
+    pl.seed_everything(123)
+    resumed = StepRecorder()
+    got = _fit_accumulating(shards, tmp_path, [resumed], ckpt_path=str(tmp_path / "last.ckpt"), every=every)
+    done = whole.steps.index(saved) + 1  # micro-batches trained before that checkpoint
+    assert resumed.keys == whole.keys[done:] and resumed.steps == whole.steps[done:]
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
