@@ -15,6 +15,7 @@ hear eSpeak speech on 2 CPU cores, and are scored against Whisper's own decoder 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -50,19 +51,20 @@ class HearConfig:
     stage1_lr: float = 2e-3
     stage2_lr: float = 1e-3
     eval_batch_size: int = 16
+    num_workers: int = 1  # data-loading processes of each training run
     audio_pool_stride: int = 4
     max_new_tokens: dict = field(default_factory=lambda: dict(MAX_NEW_TOKENS))
     gates: bool = True
 
     @classmethod
     def quick(cls, **kwargs) -> HearConfig:
-        """A smoke run of every step (a few clips, 2 steps a stage): learns nothing, checks everything runs."""
+        """A smoke run of every step (a few clips, 1 step a run): learns nothing, checks everything runs."""
         counts = {
             "train": {"digits": 4, "sentence": 2, "question": 2},
             "heldout": {"digits": 1, "sentence": 1, "question": 2},
         }
-        return cls(**counts, stage1_steps=2, stage2_steps=1, batch_size=4, max_new_tokens=dict(QUICK_TOKENS),
-                   gates=False, **kwargs)  # fmt: skip
+        return cls(**counts, stage1_steps=1, stage2_steps=1, batch_size=4, max_new_tokens=dict(QUICK_TOKENS),
+                   num_workers=0, gates=False, **kwargs)  # fmt: skip
 
     def runs(self) -> list[StageRun]:
         return [
@@ -150,7 +152,8 @@ def train_and_evaluate(cfg: HearConfig, base: Path, out: Path, timer: Timer, con
         loss = (run.loss or {"class_path": "CrossEntropy"})["class_path"].rsplit(".", 1)[-1]
         console.print(f"[bold]{run.name}[/bold]: {what}, {run.steps} steps, {loss}")
         shards = str(out / "data" / "shards" / "train-*.tar")
-        path = write_stage_recipe(run, base, shards, out, cfg.batch_size, cfg.seed)
+        settings = {"batch_size": cfg.batch_size, "seed": cfg.seed, "num_workers": cfg.num_workers}
+        path = write_stage_recipe(run, base, shards, out, **settings)
         cli = train.main(["fit", "--config", str(path)])
         timer.mark(run.name)
         if run.stage == 1:
@@ -163,6 +166,7 @@ def train_and_evaluate(cfg: HearConfig, base: Path, out: Path, timer: Timer, con
                     model, processor, silenced(samples), cfg.max_new_tokens, cfg.eval_batch_size
                 )
         del cli, model
+        gc.collect()  # one model in memory at a time
         timer.mark(f"evaluate {run.name}")
     return responses
 

@@ -23,17 +23,19 @@ def whisper_transcripts(
     extractor = WhisperFeatureExtractor.from_pretrained(whisper_dir)
     tokenizer = AutoTokenizer.from_pretrained(whisper_dir)
     prompt = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])
+    config = model.generation_config
+    # an English-only model without timestamps starts every row from decoder_start + no_timestamps (generate
+    # returns the new tokens only; passing decoder_input_ids to Whisper's generate is deprecated)
+    first = [config.decoder_start_token_id, config.no_timestamps_token_id]
+    if first != prompt or getattr(config, "is_multilingual", False):
+        raise ValueError(f"{whisper_dir}: generation would start from {first}, not {prompt} (English-only tiny.en)")
     texts: list[str] = []
     with Heartbeat("whisper tiny.en peer", len(clips), unit="clip") as beat:
         for start in range(0, len(clips), batch_size):
             chunk = [np.asarray(c, dtype=np.float32) for c in clips[start : start + batch_size]]
             features = extractor(chunk, sampling_rate=16000, return_tensors="pt").input_features
-            out = model.generate(
-                features,
-                attention_mask=torch.ones(features.shape[0], features.shape[-1], dtype=torch.long),
-                decoder_input_ids=torch.tensor([prompt] * len(chunk)),
-                max_new_tokens=max_new_tokens,
-            )
+            mask = torch.ones(features.shape[0], features.shape[-1], dtype=torch.long)
+            out = model.generate(features, attention_mask=mask, max_new_tokens=max_new_tokens, return_timestamps=False)
             texts += [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
             beat.update(len(texts))
     return texts

@@ -28,8 +28,11 @@ class StageRun:
     init_from: str | None = None  # the name of the run whose output this one starts from
 
 
-def stage_recipe(run: StageRun, base: Path, shards: str, out: Path, batch_size: int, seed: int) -> dict:
-    """The recipe dict of ``run`` (see the module docstring); its folders are under ``out / run.name``."""
+def stage_recipe(
+    run: StageRun, base: Path, shards: str, out: Path, batch_size: int, seed: int, num_workers: int = 1
+) -> dict:
+    """The recipe dict of ``run`` (see the module docstring); its folders are under ``out / run.name``.
+    ``num_workers``: data-loading processes (0: in the training process, no start-up cost; the smoke run)."""
     recipe = yaml.safe_load((RECIPES / f"tiny_stage{run.stage}.yaml").read_text())
     run_dir = out / run.name
     trainer, model, data = recipe["trainer"], recipe["model"], recipe["data"]
@@ -55,12 +58,14 @@ def stage_recipe(run: StageRun, base: Path, shards: str, out: Path, batch_size: 
     if run.init_from is not None:
         model["init_from"] = str(out / run.init_from / "output")
     data.update(train_shards=shards, val_shards=shards, batch_size=batch_size, seed=seed, shuffle_buffer=512)
+    data["num_workers"] = num_workers
     recipe["seed_everything"] = seed
     return recipe
 
 
-def write_stage_recipe(run: StageRun, base: Path, shards: str, out: Path, batch_size: int, seed: int) -> Path:
-    """`stage_recipe` written as ``out/<run.name>.yaml``; returns the path (for ``scripts.train fit --config``)."""
+def write_stage_recipe(run: StageRun, base: Path, shards: str, out: Path, **settings) -> Path:
+    """`stage_recipe` (``settings``: its keyword arguments) written as ``out/<run.name>.yaml``; returns the path
+    (for ``scripts.train fit --config``)."""
     path = out / f"{run.name}.yaml"
-    path.write_text(yaml.safe_dump(stage_recipe(run, base, shards, out, batch_size, seed), sort_keys=False))
+    path.write_text(yaml.safe_dump(stage_recipe(run, base, shards, out, **settings), sort_keys=False))
     return path
