@@ -91,8 +91,9 @@ class Timer:
 
 
 def assemble_base(parts: dict, out: Path, pool_stride: int) -> Path:
-    """The assembled starting model at ``out`` (reused when already there): both parts, float32, a fresh
-    projector, pooling ``pool_stride``, real-frames-only encoding (clips are 1-4 s of a 30 s window)."""
+    """The assembled starting model at ``out`` (reused when already there: it is a pure function of the parts
+    and ``pool_stride``): both parts, float32, a fresh projector drawn from seed 0, pooling ``pool_stride``,
+    real-frames-only encoding (clips are 1-4 s of a 30 s window)."""
     from audio_adapter import AudioVLMProcessor, load_pretrained_parts
     from scripts._common import save_model_folder
 
@@ -236,7 +237,9 @@ def run_hear(cfg: HearConfig, console: Console | None = None) -> dict:
     with Heartbeat("offline parts + base model", unit="step"):
         parts = build_offline_parts(cfg.parts_dir or default_parts_dir())
         timer.mark("parts")
-        base = assemble_base(parts, out / "base", cfg.audio_pool_stride)
+        # beside the parts it is made from (a cache like them): every run starts from the same base
+        base_name = f"assembled-whisper-tiny.en-smollm2-135m-pool{cfg.audio_pool_stride}"
+        base = assemble_base(parts, parts["vlm"].parent / base_name, cfg.audio_pool_stride)
         timer.mark("base")
     make_speech(cfg, base, out / "data", timer)
     responses = train_and_evaluate(cfg, base, out, timer, console)
@@ -247,7 +250,7 @@ def run_hear(cfg: HearConfig, console: Console | None = None) -> dict:
     plot_runs(losses, out / "loss.png")
     write_hear_predictions(out / "predictions.jsonl", samples, responses, whisper)
     checks = gate_checks(scores) if cfg.gates else {}
-    result = {**scores, "gates": checks, "passed": all(c["ok"] for c in checks.values()),
+    result = {**scores, "base": str(base), "gates": checks, "passed": all(c["ok"] for c in checks.values()),
               "losses": {k: [v[0][1], v[-1][1]] if v else None for k, v in losses.items()},
               "timings": timer.steps, "total_seconds": timer.total(), "config": asdict(cfg)}  # fmt: skip
     atomic_write_text(out / "results.json", json.dumps(result, indent=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -65,7 +66,7 @@ def test_quick_job_trains_both_stages_and_the_kl_run_distils(quick_job):
         with open(metrics, newline="") as f:
             logged[run] = {k for row in csv.DictReader(f) for k, v in row.items() if v}
     assert "train/kl" in logged["stage2-kl"] and "train/kl" not in logged["stage2"]
-    base = json.loads((out / "base" / "config.json").read_text())
+    base = json.loads((Path(result["base"]) / "config.json").read_text())
     assert base["audio_encode_real_frames_only"] is True and base["audio_pool_stride"] == 4
 
 
