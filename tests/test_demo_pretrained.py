@@ -78,6 +78,8 @@ def test_quick_job_questions_targets_are_the_lms_typed_answers_and_heldout_templ
     heldout = [r for r in _rows(out / "data" / "heldout.jsonl") if r["kind"] == "question"]
     assert train and heldout
     assert all(r["prompt"] == "" and r["transcript"] == r["text"] and r["response"] for r in train + heldout)
+    others = [r for r in _rows(out / "data" / "train.jsonl") if r["kind"] != "question"]
+    assert others and not any("transcript" in r for r in others)  # the KL run distils the questions only
     for rows, side in ((train, 0), (heldout, 1)):
         for r in rows:
             templates = TEMPLATES[r["category"]][side]

@@ -1,10 +1,10 @@
 """The pretrained main job's clips: spoken digits, spoken sentences and spoken questions, many eSpeak speakers.
 
 Every clip is one manifest line (`recipes.synthetic.write_clip_dataset`) with ``prompt``, ``response``,
-``transcript`` (what is spoken: the text twin of `recipes.losses.TextTeacherKL`), ``kind`` (``digits`` /
-``sentence`` / ``question``) and, for questions, ``category``. The response of a question is the language
-model's own answer to the same question typed (`recipes.hearing.lm_answers`), so training is self-distillation:
-the model learns to answer what it hears as it answers what it reads.
+``text`` (what is spoken), ``kind`` (``digits`` / ``sentence`` / ``question``) and, for questions, ``category``
+and ``transcript`` (the text twin of `recipes.losses.TextTeacherKL`; see `_entry_fields`). The response of a
+question is the language model's own answer to the same question typed (`recipes.hearing.lm_answers`), so
+training is self-distillation: the model learns to answer what it hears as it answers what it reads.
 """
 
 from __future__ import annotations
@@ -47,8 +47,14 @@ def question_utterances(texts: Sequence[str], categories: Sequence[str], answers
 
 
 def _entry_fields(sample: dict) -> dict:
+    """Manifest fields; only a QUESTION carries a ``transcript``: `recipes.losses.TextTeacherKL` distils the
+    spoken questions (the teacher reading one answers it as the student should), and skips the transcription
+    clips (``no_transcript``), whose typed twin ("three one seven Which digits are spoken?") would teach the
+    student the teacher's reply to reading digits, not the digits. ``text`` is what is spoken, for every kind."""
     u: Utterance = sample["utterance"]
-    fields = {"prompt": u.prompt, "response": u.response, "transcript": u.text, "text": u.text, "kind": u.kind}
+    fields = {"prompt": u.prompt, "response": u.response, "text": u.text, "kind": u.kind}
+    if u.kind == "question":
+        fields["transcript"] = u.text
     return {**fields, "category": u.category, "speaker": sample["speaker"]}
 
 
