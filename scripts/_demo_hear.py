@@ -45,9 +45,10 @@ class HearConfig:
     seed: int = 0
     train: dict = field(default_factory=lambda: {"digits": 200, "sentence": 150, "question": 250})
     heldout: dict = field(default_factory=lambda: {"digits": 30, "sentence": 20, "question": 40})
-    # sized for <= 20 minutes on 2 idle AVX2 cores, EXTRAPOLATED from scaled-down runs on a shared machine
-    # (stage 1 about 4.5 s a step idle, stage 2 about the same, the KL run's smaller batches less)
-    stage1_steps: int = 100
+    # sized for <= 20 minutes on 2 idle AVX2 cores, EXTRAPOLATED (not measured idle): stage 1 about 4.5 s a step
+    # idle (the 3.5 s for shorter digit clips; 11 s measured on a shared machine), stage 2 about the
+    # same, the KL run's smaller batches (questions only) less; fixed costs (answers, loads, evaluation) ~3 min
+    stage1_steps: int = 130
     stage2_steps: int = 30
     batch_size: int = 8
     stage1_lr: float = 3e-3
@@ -204,8 +205,12 @@ def score(samples: list[dict], responses: dict[str, list[str]], whisper: list[st
     }
 
 
-# The gates, set from measured runs (see the comments for the measured values); each is well above (or below,
-# for WER) its silence baseline.
+# The gates: what "the model hears" means here. MEASURED (2026-12-02, scaled-down runs -- stage 1 50-60 steps,
+# stage 2 15 -- on a 2-core machine shared with four other jobs): digits WER 0.965 and 0.882 against silence's
+# 1.329 and 0.882; spoken-question agreement 0.04 and 0.04 (KL 0.00 and 0.04) against silence's 0.00 and 0.00.
+# Those runs did NOT hear yet (their answers are the mode: "1 2 3"), so these bounds are set from the issue's
+# measured stage-1 run on the same parts instead (digits-only, 100 steps: held-out exact match 0.40), not from a
+# passing run of this job: an unverified job is expected to fail them until it is measured at full scale.
 GATES = {
     ("wer", "stage2", "digits"): ("<=", 0.60),
     ("agreement", "stage2", "all"): (">=", 0.20),
