@@ -119,3 +119,54 @@ def both_tasks_table(results: list[dict], seconds: float) -> Table:
             f"{r['seconds']:.0f}",
         )
     return both
+
+
+# ============================================================================ the pretrained main job
+def plot_runs(losses: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """The pretrained job's loss curves: stage 1, then each stage-2 run continuing from its last step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    stage1 = losses.get("stage1") or []
+    offset = stage1[-1][0] + 1 if stage1 else 0
+    for name, rows in losses.items():
+        shift = 0 if name == "stage1" else offset
+        ax.plot([s + shift for s, _ in rows], [v for _, v in rows], label=name)
+    ax.set(title="Whisper tiny.en + SmolLM2-135M: training loss", xlabel="optimizer step", ylabel="train loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_hear_predictions(
+    path: Path, samples: list[dict], responses: dict[str, list[str]], whisper: list[str | None]
+) -> None:
+    """One JSON line per held-out clip: what was spoken, the reference, each system's response."""
+    with open(path, "w") as f:
+        for i, s in enumerate(samples):
+            row = {k: s[k] for k in ("key", "kind", "category", "text", "reference", "audio_path")}
+            row.update({name: texts[i] for name, texts in responses.items()}, whisper=whisper[i])
+            f.write(json.dumps(row) + "\n")
+
+
+def hear_table(result: dict) -> Table:
+    """The final table: WER per system, question agreement per system, gates, the time of each step."""
+    table = Table(title=f"main job (pretrained parts): {result['total_seconds']:.0f} s")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for system, wer in result["wer"].items():
+        parts = ", ".join(f"{k} {v:.1%}" for k, v in wer.items())
+        table.add_row(f"WER {system}", parts)
+    for system, scores in result["agreement"].items():
+        parts = ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+        table.add_row(f"spoken-question agreement {system}", parts)
+    for name, check in result["gates"].items():
+        table.add_row(f"gate {name}", f"{check['value']:.3f} {'ok' if check['ok'] else 'FAILED'}")
+    for name, seconds in result["timings"].items():
+        table.add_row(f"time: {name}", f"{seconds:.0f} s")
+    return table

@@ -1,5 +1,5 @@
-"""The demo pipeline end to end at smoke scale (every step runs; it learns little in seconds), its outputs,
-and generate.py reproducing the demo's own evaluation from the exported checkpoint."""
+"""The TINY demo pipeline (`scripts.demo --tiny`) end to end at smoke scale (every step runs; it learns little
+in seconds), its outputs, and generate.py reproducing the demo's own evaluation from the exported checkpoint."""
 
 from __future__ import annotations
 

@@ -1,0 +1,117 @@
+"""What the pretrained main job speaks: short sentences to transcribe and questions the LM can answer from text.
+
+Sentences are drawn from small word lists (`sentence`); training and held-out sentences never coincide (the
+held-out split drops any sentence of the training split). Questions come in four categories (capitals, simple
+arithmetic, colours, yes/no facts), each with TRAINING templates and HELD-OUT templates: a held-out question
+is worded in a way no training clip was (its filler -- the country, the numbers -- may recur).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ADJECTIVES = ("old", "small", "big", "red", "quiet", "happy", "tall", "young", "green", "little")
+NOUNS = ("man", "dog", "girl", "teacher", "cat", "boy", "farmer", "woman", "doctor", "bird")
+OBJECTS = ("door", "window", "book", "letter", "box", "car", "garden", "table", "ball", "light")
+VERBS_PAST = ("opened", "closed", "found", "painted", "watched", "carried", "cleaned", "bought", "moved", "saw")
+VERBS_IMPERATIVE = ("open", "close", "clean", "paint", "bring", "find", "move", "check")
+PLACES = ("kitchen", "garden", "office", "school", "station", "park", "house", "shop")
+
+
+def sentence(rng: np.random.Generator) -> str:
+    """A short sentence (4-8 words), one of three shapes, words drawn from ``rng``."""
+
+    def pick(words: tuple[str, ...]) -> str:
+        return words[int(rng.integers(0, len(words)))]
+
+    shape = int(rng.integers(0, 3))
+    if shape == 0:
+        return f"The {pick(ADJECTIVES)} {pick(NOUNS)} {pick(VERBS_PAST)} the {pick(OBJECTS)}."
+    if shape == 1:
+        return f"Please {pick(VERBS_IMPERATIVE)} the {pick(OBJECTS)} in the {pick(PLACES)}."
+    return f"My {pick(NOUNS)} is in the {pick(PLACES)}."
+
+
+def sentences(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """``n`` sentences from ``seed``'s stream, none in ``exclude`` (held-out: exclude the training ones)."""
+    rng = np.random.default_rng([seed, 21])
+    out: list[str] = []
+    for _ in range(200 * max(1, n)):
+        if len(out) == n:
+            return out
+        s = sentence(rng)
+        if s not in exclude:
+            out.append(s)
+    raise ValueError(f"could not draw {n} sentences outside the {len(exclude)} excluded ones: lower the count")
+
+
+COUNTRIES = ("France", "Germany", "Italy", "Spain", "Japan", "China", "Russia", "Egypt", "Canada", "Greece")
+THINGS = ("grass", "snow", "the sky", "a banana", "blood", "coal", "milk", "an orange")
+FACTS = (
+    "the sun is hot",
+    "fish can swim",
+    "ice is cold",
+    "cats can fly",
+    "water is wet",
+    "dogs have four legs",
+    "birds have wings",
+    "snow is black",
+    "fire is cold",
+    "the moon is made of cheese",
+)
+NUMBERS = tuple(range(2, 10))
+
+# category -> (training templates, held-out templates); {x}: the filler
+TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "capital": (
+        ("What is the capital of {x}?", "What city is the capital of {x}?"),
+        ("Tell me the capital of {x}.",),
+    ),
+    "arithmetic": (
+        ("What is {a} plus {b}?", "What is {a} times {b}?"),
+        ("How much is {a} plus {b}?",),
+    ),
+    "colour": (
+        ("What colour is {x}?", "Name a colour."),
+        ("What is the colour of {x}?",),
+    ),
+    "fact": (
+        ("Is it true that {x}?",),
+        ("Yes or no: {x}?",),
+    ),
+}
+CATEGORIES = tuple(TEMPLATES)
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question to speak: its ``category``, the ``template`` it was made from, and its ``text``."""
+
+    category: str
+    template: str
+    text: str
+
+
+def fill(template: str, rng: np.random.Generator, category: str) -> str:
+    """``template`` with its filler drawn from ``rng`` (a country, two numbers, a thing or a fact)."""
+    if category == "arithmetic":
+        a, b = (NUMBERS[int(i)] for i in rng.integers(0, len(NUMBERS), size=2))
+        return template.format(a=a, b=b)
+    pool = {"capital": COUNTRIES, "colour": THINGS, "fact": FACTS}[category]
+    return template.format(x=pool[int(rng.integers(0, len(pool)))])
+
+
+def questions(n: int, seed: int, split: str) -> list[Question]:
+    """``n`` questions of ``split`` (``"train"`` or ``"heldout"`` templates), categories in turn."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng = np.random.default_rng([seed, 22])
+    out = []
+    for i in range(n):
+        category = CATEGORIES[i % len(CATEGORIES)]
+        templates = TEMPLATES[category][0 if split == "train" else 1]
+        template = templates[int(rng.integers(0, len(templates)))]
+        out.append(Question(category, template, fill(template, rng, category)))
+    return out

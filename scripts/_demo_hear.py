@@ -1,0 +1,266 @@
+"""The PRETRAINED main job (`scripts.demo` without ``--tiny``): Whisper tiny.en + SmolLM2-135M-Instruct learn to
+hear eSpeak speech on 2 CPU cores, and are scored against Whisper's own decoder and against silence.
+
+1. parts: the two offline pretrained folders (`audio_adapter.offline_parts`, built once into a cache).
+2. base: assembled (Whisper tiny.en encoder frozen, pooled x4, linear projector 384 -> 576, SmolLM2 in the
+   Qwen2-VL layout), encoding only the mel frames of real audio (`audio_encode_real_frames_only`).
+3. typed answers: the LM's own answers to the questions typed (the spoken questions' targets).
+4. speech: digits, sentences and questions spoken by random eSpeak speakers; held-out questions use templates
+   no training clip used.
+5. stage 1 (projector + audio-token rows, LM frozen), then two stage-2 runs from its output (LoRA + projector):
+   cross-entropy, and `recipes.losses.TextTeacherKL` (the LM reading the transcript as teacher).
+6. evaluation of held-out clips (and the same prompts with silence); Whisper tiny.en's own transcripts.
+7. results.json, loss.png, predictions.jsonl and the final table; exit status 1 below the gates.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, write_stage_recipe
+from recipes.progress import Heartbeat
+
+MAX_NEW_TOKENS = {"digits": 12, "sentence": 20, "question": 8}  # question: the typed answers' limit too
+QUICK_TOKENS = {"digits": 3, "sentence": 3, "question": 3}
+
+
+def default_parts_dir() -> Path:
+    """``$AUDIO_VLM_CACHE/offline-parts`` (default ``~/.cache/audio_vlm``): shared with the tests' copy."""
+    root = os.environ.get("AUDIO_VLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "audio_vlm")
+    return Path(root) / "offline-parts"
+
+
+@dataclass
+class HearConfig:
+    out_dir: str = "runs/demo"
+    parts_dir: str | None = None  # None: default_parts_dir()
+    seed: int = 0
+    train: dict = field(default_factory=lambda: {"digits": 200, "sentence": 150, "question": 250})
+    heldout: dict = field(default_factory=lambda: {"digits": 30, "sentence": 20, "question": 40})
+    # sized for <= 20 minutes on 2 idle AVX2 cores, EXTRAPOLATED (not measured idle): stage 1 about 4.5 s a step
+    # idle (the issue's 3.5 s for shorter digit clips; 11 s measured on a shared machine), stage 2 about the
+    # same, the KL run's smaller batches (questions only) less; fixed costs (answers, loads, evaluation) ~3 min
+    stage1_steps: int = 130
+    stage2_steps: int = 30
+    batch_size: int = 8
+    stage1_lr: float = 3e-3
+    stage2_lr: float = 1e-3
+    eval_batch_size: int = 16
+    num_workers: int = 1  # data-loading processes of each training run
+    audio_pool_stride: int = 4
+    max_new_tokens: dict = field(default_factory=lambda: dict(MAX_NEW_TOKENS))
+    gates: bool = True
+
+    @classmethod
+    def quick(cls, **kwargs) -> HearConfig:
+        """A smoke run of every step (a few clips, 1 step a run): learns nothing, checks everything runs."""
+        counts = {
+            "train": {"digits": 4, "sentence": 2, "question": 2},
+            "heldout": {"digits": 1, "sentence": 1, "question": 2},
+        }
+        return cls(**counts, stage1_steps=1, stage2_steps=1, batch_size=4, max_new_tokens=dict(QUICK_TOKENS),
+                   num_workers=0, gates=False, **kwargs)  # fmt: skip
+
+    def runs(self) -> list[StageRun]:
+        return [
+            StageRun("stage1", 1, self.stage1_steps, self.stage1_lr),
+            StageRun("stage2", 2, self.stage2_steps, self.stage2_lr, init_from="stage1"),
+            StageRun("stage2-kl", 2, self.stage2_steps, self.stage2_lr, loss=TEXT_TEACHER_KL, init_from="stage1"),
+        ]
+
+
+class Timer:
+    """Seconds of each named step of the job, in order."""
+
+    def __init__(self) -> None:
+        self.start = self.lap = time.perf_counter()
+        self.steps: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = round(now - self.lap, 1)
+        self.lap = now
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+
+def assemble_base(parts: dict, out: Path, pool_stride: int) -> Path:
+    """The assembled starting model at ``out`` (reused when already there: it is a pure function of the parts
+    and ``pool_stride``): both parts, float32, a fresh projector drawn from seed 0, pooling ``pool_stride``,
+    real-frames-only encoding (clips are 1-4 s of a 30 s window)."""
+    from audio_adapter import AudioVLMProcessor, load_pretrained_parts
+    from scripts._common import save_model_folder
+
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(0)  # the fresh projector
+    processor = AudioVLMProcessor.from_parts(str(parts["vlm"]), str(parts["whisper"]))
+    model = load_pretrained_parts(
+        str(parts["vlm"]), str(parts["whisper"]), tokenizer=processor.tokenizer,
+        audio_pool_stride=pool_stride, dtype=torch.float32,
+    )  # fmt: skip
+    model.config.audio_encode_real_frames_only = True
+    processor.audio_frames_per_token = model.config.audio_frames_per_token
+    return save_model_folder(model, processor, out)
+
+
+def make_speech(cfg: HearConfig, base: Path, data: Path, timer: Timer) -> None:
+    """Steps 3-4: the LM's typed answers, then the training shards and the held-out clips under ``data``."""
+    from audio_adapter import AudioVLMForConditionalGeneration, AudioVLMProcessor
+    from recipes.hearing import texts
+    from recipes.hearing.data import question_utterances, transcription_utterances, write_speech_split
+    from recipes.hearing.lm_answers import typed_answers
+
+    questions = {"train": texts.questions(cfg.train["question"], cfg.seed, "train")}
+    questions["heldout"] = texts.questions(cfg.heldout["question"], cfg.seed + 1, "heldout")
+    model = AudioVLMForConditionalGeneration.from_pretrained(str(base)).eval()
+    processor = AudioVLMProcessor.from_pretrained(base)
+    every = questions["train"] + questions["heldout"]
+    answers = dict(zip((q.text for q in every), typed_answers(model, processor, [q.text for q in every],
+                                                             cfg.max_new_tokens["question"])))  # fmt: skip
+    del model
+    timer.mark("typed answers")
+    spoken = {"train": texts.sentences(cfg.train["sentence"], cfg.seed)}
+    spoken["heldout"] = texts.sentences(cfg.heldout["sentence"], cfg.seed + 1, exclude=set(spoken["train"]))
+    for split, seed in (("train", cfg.seed), ("heldout", cfg.seed + 1)):
+        asked = [q for q in questions[split] if answers[q.text]]  # an empty answer is no target
+        utterances = transcription_utterances(spoken[split]) + question_utterances(
+            [q.text for q in asked], [q.category for q in asked], [answers[q.text] for q in asked]
+        )
+        counts = cfg.train if split == "train" else cfg.heldout
+        total = counts["digits"] + len(utterances)
+        with Heartbeat(f"speech {split}", total, unit="clip") as beat:
+            write_speech_split(data, split, counts["digits"], utterances, seed, split == "train", beat.update)
+    timer.mark("speech")
+
+
+def train_and_evaluate(cfg: HearConfig, base: Path, out: Path, timer: Timer, console: Console) -> dict:
+    """Steps 5-6: the three training runs through the training CLI; each stage-2 model is evaluated on the
+    held-out clips right after it trained (the cross-entropy one with silence too). Returns the responses."""
+    from recipes.hearing.heldout import generate_by_kind, load_samples, silenced
+    from scripts import train
+
+    samples = load_samples(out / "data")
+    responses: dict[str, list[str]] = {}
+    for run in cfg.runs():
+        what = "projector + audio-token rows, LM frozen" if run.stage == 1 else "LoRA (q/k/v/o) + projector"
+        loss = (run.loss or {"class_path": "CrossEntropy"})["class_path"].rsplit(".", 1)[-1]
+        console.print(f"[bold]{run.name}[/bold]: {what}, {run.steps} steps, {loss}")
+        shards = str(out / "data" / "shards" / "train-*.tar")
+        settings = {"batch_size": cfg.batch_size, "seed": cfg.seed, "num_workers": cfg.num_workers}
+        path = write_stage_recipe(run, base, shards, out, **settings)
+        cli = train.main(["fit", "--config", str(path)])
+        timer.mark(run.name)
+        if run.stage == 1:
+            continue
+        model, processor = cli.model.audio_vlm.eval(), cli.model.processor
+        with torch.no_grad():
+            responses[run.name] = generate_by_kind(model, processor, samples, cfg.max_new_tokens, cfg.eval_batch_size)
+            if run.loss is None:
+                responses["silence"] = generate_by_kind(
+                    model, processor, silenced(samples), cfg.max_new_tokens, cfg.eval_batch_size
+                )
+        del cli, model
+        gc.collect()  # one model in memory at a time
+        timer.mark(f"evaluate {run.name}")
+    return responses
+
+
+def whisper_peer(parts: dict, samples: list[dict], timer: Timer, quick: bool) -> list[str | None]:
+    """Whisper tiny.en's own transcripts of the held-out transcription clips (None for the questions)."""
+    from recipes.hearing.heldout import TRANSCRIPTION_KINDS
+    from recipes.hearing.peer import whisper_transcripts
+
+    at = [i for i, s in enumerate(samples) if s["kind"] in TRANSCRIPTION_KINDS]
+    texts = whisper_transcripts(str(parts["whisper"]), [samples[i]["audio"].numpy() for i in at],
+                                max_new_tokens=3 if quick else 40)  # fmt: skip
+    out: list[str | None] = [None] * len(samples)
+    for i, text in zip(at, texts):
+        out[i] = text
+    timer.mark("whisper peer")
+    return out
+
+
+def score(samples: list[dict], responses: dict[str, list[str]], whisper: list[str | None]) -> dict:
+    """WER (transcription kinds) of each model, Whisper and silence; question agreement; digits exact match."""
+    from recipes.hearing.heldout import exact_digits, question_agreement, transcription_wer
+
+    at = [i for i, w in enumerate(whisper) if w is not None]
+    heard = [samples[i] for i in at]
+    systems = {**responses, "whisper": [str(whisper[i]) for i in at]}
+    picked = {name: (heard, texts) if name == "whisper" else (samples, texts) for name, texts in systems.items()}
+    return {
+        "wer": {name: transcription_wer(s, t) for name, (s, t) in picked.items()},
+        "digits_exact_match": {name: exact_digits(s, t) for name, (s, t) in picked.items()},
+        "agreement": {name: question_agreement(samples, t) for name, t in responses.items()},
+    }
+
+
+# The gates: what "the model hears" means here. MEASURED (2026-12-02, scaled-down runs -- stage 1 50-60 steps,
+# stage 2 15 -- on a 2-core machine shared with four other jobs): digits WER 0.965 and 0.882 against silence's
+# 1.329 and 0.882; spoken-question agreement 0.04 and 0.04 (KL 0.00 and 0.04) against silence's 0.00 and 0.00.
+# Those runs did NOT hear yet (their answers are the mode: "1 2 3"), so these bounds are set from the issue's
+# measured stage-1 run on the same parts instead (digits-only, 100 steps: held-out exact match 0.40), not from a
+# passing run of this job: an unverified job is expected to fail them until it is measured at full scale.
+GATES = {
+    ("wer", "stage2", "digits"): ("<=", 0.60),
+    ("agreement", "stage2", "all"): (">=", 0.20),
+    ("agreement", "stage2-kl", "all"): (">=", 0.20),
+}
+
+
+def gate_checks(scores: dict) -> dict[str, dict]:
+    """Each gate's measured value, bound and verdict, plus the silence baseline it must beat."""
+    checks = {}
+    for (measure, system, part), (op, bound) in GATES.items():
+        value = scores[measure][system][part]
+        silence = scores[measure]["silence"][part]
+        ok = value <= bound and value < silence if op == "<=" else value >= bound and value > silence
+        checks[f"{measure} {system} {part} {op} {bound}"] = {"value": value, "silence": silence, "ok": bool(ok)}
+    return checks
+
+
+def run_hear(cfg: HearConfig, console: Console | None = None) -> dict:
+    """The whole pretrained job in ``cfg.out_dir``; returns (and writes as results.json) its result."""
+    from audio_adapter.offline_parts import build_offline_parts
+    from recipes.atomic import atomic_write_text
+    from recipes.hearing.heldout import load_samples
+    from scripts._demo_report import hear_table, plot_runs, train_losses, write_hear_predictions
+
+    console = console or Console()
+    torch.set_num_threads(2)
+    out, timer = Path(cfg.out_dir), Timer()
+    out.mkdir(parents=True, exist_ok=True)
+    console.rule("[bold]audio-vlm-adapter main job[/bold]: Whisper tiny.en + SmolLM2-135M-Instruct learn to hear")
+    with Heartbeat("offline parts + base model", unit="step"):
+        parts = build_offline_parts(cfg.parts_dir or default_parts_dir())
+        timer.mark("parts")
+        # beside the parts it is made from (a cache like them): every run starts from the same base
+        base_name = f"assembled-whisper-tiny.en-smollm2-135m-pool{cfg.audio_pool_stride}"
+        base = assemble_base(parts, parts["vlm"].parent / base_name, cfg.audio_pool_stride)
+        timer.mark("base")
+    make_speech(cfg, base, out / "data", timer)
+    responses = train_and_evaluate(cfg, base, out, timer, console)
+    samples = load_samples(out / "data")
+    whisper = whisper_peer(parts, samples, timer, quick=not cfg.gates)
+    scores = score(samples, responses, whisper)
+    losses = {run.name: train_losses(out / run.name) for run in cfg.runs()}
+    plot_runs(losses, out / "loss.png")
+    write_hear_predictions(out / "predictions.jsonl", samples, responses, whisper)
+    checks = gate_checks(scores) if cfg.gates else {}
+    result = {**scores, "base": str(base), "gates": checks, "passed": all(c["ok"] for c in checks.values()),
+              "losses": {k: [v[0][1], v[-1][1]] if v else None for k, v in losses.items()},
+              "timings": timer.steps, "total_seconds": timer.total(), "config": asdict(cfg)}  # fmt: skip
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    console.print(hear_table(result))
+    console.print(f"loss curves -> {out / 'loss.png'}; predictions -> {out / 'predictions.jsonl'}")
+    return result

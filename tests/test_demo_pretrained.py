@@ -1,0 +1,156 @@
+"""The pretrained main job (`scripts.demo` without --tiny) at smoke scale on the offline parts, its outputs and
+scores recomputed from what it wrote, and the pure pieces (normalisation, WER, agreement, template split,
+recipes, gates)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests import offline_parts_helpers
+
+offline_parts = offline_parts_helpers.offline_parts  # the session fixture
+
+
+@pytest.fixture(scope="module")
+def quick_job(offline_parts, tmp_path_factory):
+    from scripts._demo_hear import HearConfig, run_hear
+
+    out = tmp_path_factory.mktemp("demo-pretrained")
+    parts_dir = offline_parts["vlm"].parent
+    return out, run_hear(HearConfig.quick(out_dir=str(out), parts_dir=str(parts_dir)))
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_quick_job_writes_every_output_and_its_scores_are_the_predictions(quick_job):
+    from recipes.hearing.scoring import agreement, word_error_rate
+
+    out, result = quick_job
+    assert json.loads((out / "results.json").read_text())["wer"] == result["wer"]
+    with Image.open(out / "loss.png") as png:
+        assert png.format == "PNG" and png.size[0] > 500
+    rows = _rows(out / "predictions.jsonl")
+    assert len(rows) == sum(result["config"]["heldout"].values())
+    heard = [r for r in rows if r["kind"] != "question"]
+    asked = [r for r in rows if r["kind"] == "question"]
+    for system in ("stage2", "stage2-kl", "silence"):
+        assert result["wer"][system]["all"] == pytest.approx(
+            word_error_rate([r[system] for r in heard], [r["text"] for r in heard])
+        )
+        assert result["agreement"][system]["all"] == agreement(
+            [r[system] for r in asked], [r["reference"] for r in asked]
+        )
+    assert all(r["whisper"] is not None for r in heard) and all(r["whisper"] is None for r in asked)
+    assert result["wer"]["whisper"]["all"] == pytest.approx(
+        word_error_rate([r["whisper"] for r in heard], [r["text"] for r in heard])
+    )
+    assert set(result["timings"]) >= {"parts", "base", "typed answers", "speech", "stage1", "stage2", "stage2-kl"}
+    assert result["gates"] == {} and result["passed"]  # --quick has no gates
+
+
+def test_quick_job_trains_both_stages_and_the_kl_run_distils(quick_job):
+    out, result = quick_job
+    assert (out / "stage1" / "output" / "projector.safetensors").is_file()
+    for run in ("stage2", "stage2-kl"):
+        assert (out / run / "output" / "adapter").is_dir()
+    logged = {}
+    for run in ("stage2", "stage2-kl"):
+        (metrics,) = (out / run).glob("logs/version_*/metrics.csv")
+        with open(metrics, newline="") as f:
+            logged[run] = {k for row in csv.DictReader(f) for k, v in row.items() if v}
+    assert "train/kl" in logged["stage2-kl"] and "train/kl" not in logged["stage2"]
+    base = json.loads((Path(result["base"]) / "config.json").read_text())
+    assert base["audio_encode_real_frames_only"] is True and base["audio_pool_stride"] == 4
+
+
+def test_quick_job_questions_targets_are_the_lms_typed_answers_and_heldout_templates_are_new(quick_job):
+    from recipes.hearing.texts import TEMPLATES
+
+    out, _ = quick_job
+    train = [r for r in _rows(out / "data" / "train.jsonl") if r["kind"] == "question"]
+    heldout = [r for r in _rows(out / "data" / "heldout.jsonl") if r["kind"] == "question"]
+    assert train and heldout
+    assert all(r["prompt"] == "" and r["transcript"] == r["text"] and r["response"] for r in train + heldout)
+    others = [r for r in _rows(out / "data" / "train.jsonl") if r["kind"] != "question"]
+    assert others and not any("transcript" in r for r in others)  # the KL run distils the questions only
+    for rows, side in ((train, 0), (heldout, 1)):
+        for r in rows:
+            templates = TEMPLATES[r["category"]][side]
+            assert any(_matches(t, r["text"]) for t in templates), r["text"]
+
+
+def _matches(template: str, text: str) -> bool:
+    import re
+
+    pattern = re.escape(template).replace(r"\{x\}", ".+").replace(r"\{a\}", r"\d").replace(r"\{b\}", r"\d")
+    return re.fullmatch(pattern, text) is not None
+
+
+# ============================================================================================ the pure pieces
+def test_words_make_digit_strings_and_spoken_digits_one_transcript():
+    from recipes.hearing.scoring import agreement, word_error_rate, words
+
+    assert words("3 1 7") == words("317") == words("three one seven") == ["three", "one", "seven"]
+    assert words("6 4 2-9.") == words("six four two nine")
+    assert words("The capital of France is Paris.") == "the capital of france is paris".split()
+    assert word_error_rate(["317", "the cat"], ["three one seven", "the dog sat"]) == pytest.approx(2 / 6)
+    assert agreement(["Paris.", "4"], ["paris", "five"]) == 0.5
+    with pytest.raises(ValueError, match="1 hypotheses for 2 references"):
+        word_error_rate(["a"], ["a", "b"])
+
+
+def test_heldout_question_templates_never_train():
+    from recipes.hearing.texts import CATEGORIES, TEMPLATES, questions, sentences
+
+    for category in CATEGORIES:
+        train, heldout = TEMPLATES[category]
+        assert train and heldout and not set(train) & set(heldout)
+    assert {q.template for q in questions(40, 0, "heldout")} <= {t for _, h in TEMPLATES.values() for t in h}
+    assert {q.category for q in questions(8, 0, "train")} == set(CATEGORIES)
+    seen = set(sentences(50, 0))
+    assert not seen & set(sentences(20, 1, exclude=seen))
+
+
+def test_stage_recipes_point_at_the_base_and_the_kl_run_uses_the_text_teacher(tmp_path):
+    from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, stage_recipe
+
+    run = StageRun("stage2-kl", 2, 10, 1e-3, loss=TEXT_TEACHER_KL, init_from="stage1")
+    recipe = stage_recipe(run, tmp_path / "base", "shards/train-*.tar", tmp_path, batch_size=8, seed=3)
+    model = recipe["model"]
+    assert model["model"] == str(tmp_path / "base") and model["stage"] == 2 and model["lr"] == 1e-3
+    assert model["init_from"] == str(tmp_path / "stage1" / "output") and model["loss"] == TEXT_TEACHER_KL
+    assert "tiny_overrides" not in model and recipe["trainer"]["max_steps"] == 10
+    assert recipe["data"]["batch_size"] == 8 and recipe["seed_everything"] == 3
+    assert stage_recipe(StageRun("stage1", 1, 5, 2e-3), tmp_path, "s", tmp_path, 8, 0)["model"].get("init_from") is None
+
+
+def test_gates_need_the_bound_and_a_margin_over_silence():
+    from scripts._demo_hear import GATES, gate_checks
+
+    def scores(wer: float, agree: float, silence_wer: float = 1.0, silence_agree: float = 0.0) -> dict:
+        return {
+            "wer": {"stage2": {"digits": wer}, "silence": {"digits": silence_wer}},
+            "agreement": {s: {"all": agree} for s in ("stage2", "stage2-kl")} | {"silence": {"all": silence_agree}},
+        }
+
+    good = min(b for (m, _, _), (_, b) in GATES.items() if m == "wer") / 2
+    high = max(b for (m, _, _), (_, b) in GATES.items() if m == "agreement") + 0.05
+    assert all(c["ok"] for c in gate_checks(scores(good, high)).values())
+    assert not all(c["ok"] for c in gate_checks(scores(1.5, high)).values())  # worse than its bound
+    assert not all(c["ok"] for c in gate_checks(scores(good, high, silence_agree=high)).values())  # silence as good
+    assert not all(c["ok"] for c in gate_checks(scores(good, 0.0)).values())
+
+
+def test_the_pretrained_job_refuses_no_speech():
+    from scripts.demo import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--no-speech"])
+    assert exc.value.code == 2
