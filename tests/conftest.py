@@ -65,7 +65,6 @@ def hub_replica_qwen2_5_vl(hub_replicas):
 @pytest.fixture(scope="session")
 def offline_parts() -> dict[str, Path]:
     """``{"vlm": <smollm2-135m-instruct-vl>, "whisper": <whisper-tiny.en>}``; do not modify them."""
-    from audio_adapter.pretrained.offline_parts import build_offline_parts
-    from tests.helpers import parts_cache_dir
+    from audio_adapter.pretrained.offline_parts import build_offline_parts, default_parts_dir
 
-    return build_offline_parts(parts_cache_dir())
+    return build_offline_parts(default_parts_dir())

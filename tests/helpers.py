@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import re
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -174,14 +172,6 @@ SENTENCES = (
     "She sells sea shells by the sea shore.",
 )
 SPEECH_RATE = 120
-_DIGITS = "zero one two three four five six seven eight nine".split()
-
-
-def parts_cache_dir() -> Path:
-    """Where the tests keep the converted folders: ``$AUDIO_VLM_CACHE/offline-parts`` (default
-    ``~/.cache/audio_vlm``, as for the converted Qwen tokenizer): the conversion runs once per machine."""
-    root = os.environ.get("AUDIO_VLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "audio_vlm")
-    return Path(root) / "offline-parts"
 
 
 def speech(text: str) -> np.ndarray:
@@ -193,21 +183,13 @@ def speech(text: str) -> np.ndarray:
     return prepare_waveform(audio, sr).numpy()
 
 
-def normalise(text: str) -> list[str]:
-    """Lower-case words without punctuation; digits spelled out one by one ("3-1-7" -> three one seven)."""
-    text = re.sub(r"\d", lambda m: f" {_DIGITS[int(m.group())]} ", text.lower())
-    return re.sub(r"[^a-z' ]+", " ", text).split()
-
-
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference words) after `normalise`."""
-    ref, hyp = normalise(reference), normalise(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1], len(ref)
+    """(substitutions + deletions + insertions, reference words) after the scoring's `words` normalisation."""
+    from recipes.evaluation.transcripts import edit_distance
+    from recipes.hearing.scoring import words
+
+    ref = words(reference)
+    return edit_distance(words(hypothesis), ref), len(ref)
 
 
 def good_sample(seed: int, i: int, key: str | None = None, prompt: str | None = None) -> dict:

@@ -1,5 +1,5 @@
-"""The pretrained main job's pieces (`scripts.demo` without ``--tiny``): a real Whisper tiny.en and a real
-SmolLM2-135M-Instruct (`audio_adapter.offline_parts`) taught to hear eSpeak speech.
+"""The experimental pretrained job's pieces (`scripts.demo --pretrained`): a real Whisper tiny.en and a real
+SmolLM2-135M-Instruct (`audio_adapter.pretrained.offline_parts`) taught to hear eSpeak speech.
 
 * `texts`: what is spoken: sentences, and spoken questions whose templates are split into training and held-out.
 * `data`: the spoken clips (many eSpeak speakers) written as the usual manifests + shards.

@@ -1,6 +1,6 @@
 """The pretrained main job's clips: spoken digits, spoken sentences and spoken questions, many eSpeak speakers.
 
-Every clip is one manifest line (`recipes.synthetic.write_clip_dataset`) with ``prompt``, ``response``,
+Every clip is one manifest line (`recipes.synthetic.datasets.write_clip_dataset`) with ``prompt``, ``response``,
 ``text`` (what is spoken), ``kind`` (``digits`` / ``sentence`` / ``question``) and, for questions, ``category``
 and ``transcript`` (the text twin of `recipes.losses.TextTeacherKL`; see `_entry_fields`). The response of a
 question is the language model's own answer to the same question typed (`recipes.hearing.lm_answers`), so
@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
-from recipes.speech_synthetic import digits_sample
-from recipes.synthetic import SyntheticDataset, _rng, shard_dataset, write_clip_dataset
-from recipes.tts import random_speaker, synthesize
+from recipes.synthetic.datasets import SyntheticDataset, _rng, shard_dataset, write_clip_dataset
+from recipes.synthetic.speech import digits_sample
+from recipes.synthetic.tts import random_speaker, synthesize
 
 KINDS = ("digits", "sentence", "question")
 SENTENCE_PROMPT = "Transcribe the speech."
@@ -59,7 +59,7 @@ def _entry_fields(sample: dict) -> dict:
 
 
 def _spoken(utterances: Sequence[Utterance], n_digits: int, seed: int) -> Iterator[dict]:
-    """Digits clips (`recipes.speech_synthetic.digits_sample`, 3-5 digits), then each utterance spoken by its
+    """Digits clips (`recipes.synthetic.speech.digits_sample`, 3-5 digits), then each utterance spoken by its
     own random speaker (sample ``i`` depends only on ``(seed, i)``)."""
     for i in range(n_digits):
         d = digits_sample(seed, i)

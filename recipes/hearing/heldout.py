@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from recipes.evaluate import generate_responses
+from recipes.data.samples import normalize_messages
+from recipes.evaluation.transcripts import generate_responses
 from recipes.hearing.scoring import agreement, word_error_rate, words
-from recipes.samples import normalize_messages
 
 TRANSCRIPTION_KINDS = ("digits", "sentence")
 
@@ -18,7 +18,7 @@ TRANSCRIPTION_KINDS = ("digits", "sentence")
 def load_samples(data: Path, split: str = "heldout") -> list[dict]:
     """``data/<split>.jsonl`` as chat samples (``key``, ``kind``, ``category``, ``audio`` 16 kHz (T,) tensor,
     ``messages`` as the training reader builds them, ``reference``: the response)."""
-    from scripts._common import read_audio
+    from recipes.inference.common import read_audio
 
     samples = []
     for line in (data / f"{split}.jsonl").read_text().splitlines():

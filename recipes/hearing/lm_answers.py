@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from recipes.progress import Heartbeat
+from recipes.common.progress import Heartbeat
 
 
 def typed_prompt(processor, question: str) -> str:

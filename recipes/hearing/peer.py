@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from recipes.progress import Heartbeat
+from recipes.common.progress import Heartbeat
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ QUICK_RUNS = {
     "generate": ["--quick"],
     "data": ["--quick"],
     "encoder": ["--quick"],
+    "real_frames": ["--quick"],  # real Whisper tiny.en (the offline part, cached once a machine)
     # one subprocess job per case: each starts an interpreter, and both in one case took ~30 s on a slow CPU
     "memory-stage2": ["--quick", "--job", "stage2"],
     "memory-generate": ["--quick", "--job", "generate"],

@@ -1,4 +1,4 @@
-"""The TINY demo pipeline (`scripts.demo --tiny`) end to end at smoke scale (every step runs; it learns little
+"""The main job, the TINY demo pipeline (`scripts.demo`), end to end at smoke scale (every step runs; it learns little
 in seconds), its outputs, and generate.py reproducing the demo's own evaluation from the exported checkpoint."""
 
 from __future__ import annotations
@@ -132,3 +132,15 @@ def test_main_job_bar_needs_notes_and_heard_speech():
     # speech no better than guessing: fails even with perfect notes
     assert not passed({"exact_match": 1.0, "speech": {"token_error_rate": 0.5, "baseline_token_error_rate": 0.98}})
     assert passed({"exact_match": 0.9})  # --no-speech
+
+
+def test_the_main_job_is_the_notes_run_and_speech_is_asked_for():
+    """Trimmed to fit 12 minutes on a slow CPU: the notes run (the >= 90 % gate) alone unless ``--speech``."""
+    from scripts.demo import SPEECH_RUN, build_parser, tiny_config
+
+    default = tiny_config(build_parser().parse_args([]))
+    assert default.speech is None and default.task == "notes" and default.out_dir == "runs/demo"
+    assert tiny_config(build_parser().parse_args(["--speech"])).speech == SPEECH_RUN
+    assert tiny_config(build_parser().parse_args(["--no-speech"])).speech is None
+    with pytest.raises(SystemExit):
+        tiny_config(build_parser().parse_args(["--speech", "--no-speech"]))

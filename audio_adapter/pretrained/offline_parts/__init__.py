@@ -123,6 +123,14 @@ def _publish(tmp: Path, folder: Path, source: Path) -> None:
             raise
 
 
+def default_parts_dir() -> Path:
+    """Where the demo, the benchmarks and the tests keep the converted folders: ``$AUDIO_VLM_CACHE/offline-parts``
+    (default ``~/.cache/audio_vlm``, beside the converted Qwen tokenizer), so the conversion runs once a machine."""
+    from ...processing.tokenizer import _cache_dir
+
+    return _cache_dir() / "offline-parts"
+
+
 def build_offline_parts(out_dir: str | os.PathLike) -> dict[str, Path]:
     """Convert both parts into ``out_dir`` (see the module docstring); returns ``{"vlm": Path, "whisper": Path}``.
     Folders already complete are left untouched, so a second call costs only the checks."""

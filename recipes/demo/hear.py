@@ -1,7 +1,7 @@
-"""The PRETRAINED main job (`scripts.demo` without ``--tiny``): Whisper tiny.en + SmolLM2-135M-Instruct learn to
+"""The EXPERIMENTAL pretrained job (`scripts.demo --pretrained`): Whisper tiny.en + SmolLM2-135M-Instruct learn to
 hear eSpeak speech on 2 CPU cores, and are scored against Whisper's own decoder and against silence.
 
-1. parts: the two offline pretrained folders (`audio_adapter.offline_parts`, built once into a cache).
+1. parts: the two offline pretrained folders (`audio_adapter.pretrained.offline_parts`, built once into a cache).
 2. base: assembled (Whisper tiny.en encoder frozen, pooled x4, linear projector 384 -> 576, SmolLM2 in the
    Qwen2-VL layout), encoding only the mel frames of real audio (`audio_encode_real_frames_only`).
 3. typed answers: the LM's own answers to the questions typed (the spoken questions' targets).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,17 +24,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from recipes.common.progress import Heartbeat
 from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, write_stage_recipe
-from recipes.progress import Heartbeat
 
 MAX_NEW_TOKENS = {"digits": 12, "sentence": 20, "question": 8}  # question: the typed answers' limit too
 QUICK_TOKENS = {"digits": 3, "sentence": 3, "question": 3}
-
-
-def default_parts_dir() -> Path:
-    """``$AUDIO_VLM_CACHE/offline-parts`` (default ``~/.cache/audio_vlm``): shared with the tests' copy."""
-    root = os.environ.get("AUDIO_VLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "audio_vlm")
-    return Path(root) / "offline-parts"
 
 
 @dataclass
@@ -98,7 +91,7 @@ def assemble_base(parts: dict, out: Path, pool_stride: int) -> Path:
     and ``pool_stride``): both parts, float32, a fresh projector drawn from seed 0, pooling ``pool_stride``,
     real-frames-only encoding (clips are 1-4 s of a 30 s window)."""
     from audio_adapter import AudioVLMProcessor, load_pretrained_parts
-    from scripts._common import save_model_folder
+    from recipes.inference.common import save_model_folder
 
     if (out / "config.json").is_file():
         return out
@@ -147,7 +140,7 @@ def train_and_evaluate(cfg: HearConfig, base: Path, out: Path, timer: Timer, con
     """Steps 5-6: the three training runs through the training CLI; each stage-2 model is evaluated on the
     held-out clips right after it trained (the cross-entropy one with silence too). Returns the responses."""
     from recipes.hearing.heldout import generate_by_kind, load_samples, silenced
-    from scripts import train
+    from recipes.training import cli as train
 
     samples = load_samples(out / "data")
     responses: dict[str, list[str]] = {}
@@ -231,10 +224,10 @@ def gate_checks(scores: dict) -> dict[str, dict]:
 
 def run_hear(cfg: HearConfig, console: Console | None = None) -> dict:
     """The whole pretrained job in ``cfg.out_dir``; returns (and writes as results.json) its result."""
-    from audio_adapter.offline_parts import build_offline_parts
-    from recipes.atomic import atomic_write_text
+    from audio_adapter.pretrained.offline_parts import build_offline_parts, default_parts_dir
+    from recipes.common.atomic import atomic_write_text
+    from recipes.demo.report import hear_table, plot_runs, train_losses, write_hear_predictions
     from recipes.hearing.heldout import load_samples
-    from scripts._demo_report import hear_table, plot_runs, train_losses, write_hear_predictions
 
     console = console or Console()
     torch.set_num_threads(2)

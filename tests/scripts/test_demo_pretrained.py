@@ -1,4 +1,4 @@
-"""The pretrained main job (`scripts.demo` without --tiny) at smoke scale on the offline parts, its outputs and
+"""The EXPERIMENTAL pretrained job (`scripts.demo --pretrained`) at smoke scale on the offline parts, its outputs and
 scores recomputed from what it wrote, and the pure pieces (normalisation, WER, agreement, template split,
 recipes, gates)."""
 
@@ -11,14 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests import offline_parts_helpers
-
-offline_parts = offline_parts_helpers.offline_parts  # the session fixture
-
 
 @pytest.fixture(scope="module")
 def quick_job(offline_parts, tmp_path_factory):
-    from scripts._demo_hear import HearConfig, run_hear
+    from recipes.demo.hear import HearConfig, run_hear
 
     out = tmp_path_factory.mktemp("demo-pretrained")
     parts_dir = offline_parts["vlm"].parent
@@ -132,7 +128,7 @@ def test_stage_recipes_point_at_the_base_and_the_kl_run_uses_the_text_teacher(tm
 
 
 def test_gates_need_the_bound_and_a_margin_over_silence():
-    from scripts._demo_hear import GATES, gate_checks
+    from recipes.demo.hear import GATES, gate_checks
 
     def scores(wer: float, agree: float, silence_wer: float = 1.0, silence_agree: float = 0.0) -> dict:
         return {
@@ -148,9 +144,10 @@ def test_gates_need_the_bound_and_a_margin_over_silence():
     assert not all(c["ok"] for c in gate_checks(scores(good, 0.0)).values())
 
 
-def test_the_pretrained_job_refuses_no_speech():
+def test_the_pretrained_job_refuses_the_tiny_jobs_speech_flags():
     from scripts.demo import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(["--no-speech"])
-    assert exc.value.code == 2
+    for flag in ("--speech", "--no-speech"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--pretrained", flag])
+        assert exc.value.code == 2
