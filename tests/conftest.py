@@ -10,9 +10,18 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+SUITE_THREADS = max(1, min(2, os.cpu_count() or 1))
+torch.set_num_threads(SUITE_THREADS)
 
 from audio_adapter.families import FAMILIES  # noqa: E402  (after the offline switches above)
+
+
+@pytest.fixture(autouse=True)
+def _suite_threads():
+    """Every test starts with the suite's thread count: a bench or CLI run in-process sets its own (the benches
+    default to 1) and a later test must not inherit it (a test after the bench smoke runs took 3x longer)."""
+    torch.set_num_threads(SUITE_THREADS)
+    yield
 
 
 @pytest.fixture(scope="session")
