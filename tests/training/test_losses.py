@@ -121,12 +121,13 @@ def _transcript(tokenizer, n_tokens: int) -> tuple[str, list[int]]:
     raise AssertionError(f"no transcript of {n_tokens} tokens")
 
 
-@pytest.mark.parametrize("heard", ["transcript", "reversed transcript"])
+@pytest.mark.parametrize("heard", ["transcript", "audio"])
 def test_kl_is_zero_exactly_when_the_audio_embeds_are_the_transcripts(heard, monkeypatch):
     """The student's audio span (<|audio_bos|>, n audio tokens, <|audio_eos|>) is made to embed as the transcript's
-    n + 2 tokens: the projector's output is stubbed to transcript embedding rows, the two marker rows are moved
-    onto the first and last transcript tokens' rows (stage 1's trainable delta). Same embeddings at the same
-    positions: the teacher reading the transcript and the student hearing it predict alike."""
+    n + 2 tokens: the projector's output is stubbed to the inner transcript tokens' embedding rows, the two marker
+    rows are moved onto the first and last ones' (stage 1's trainable delta). Same embeddings at the same
+    positions: the teacher reading the transcript and the student hearing it predict alike. With the projector's
+    own output for the clip (``audio``) the KL is not zero."""
     module = _module(1, TextTeacherKL(temperature=2.0, weight=1.0, ce_weight=0.0))
     audio_vlm, tok = module.audio_vlm, module.processor.tokenizer
     sample = _samples(1)[0]
@@ -138,8 +139,8 @@ def test_kl_is_zero_exactly_when_the_audio_embeds_are_the_transcripts(heard, mon
 
     emb = audio_vlm.get_input_embeddings().weight.detach()
     rows = emb[text_ids].float()
-    inner = rows[1:-1] if heard == "transcript" else rows[1:-1].flip(0)
-    monkeypatch.setattr(audio_vlm, "get_audio_features", lambda input_features, input_features_mask=None: inner)
+    if heard == "transcript":
+        monkeypatch.setattr(audio_vlm, "get_audio_features", lambda features, mask=None: rows[1:-1])
     bos, _, eos = module.audio_token_rows.token_ids.tolist()
     with torch.no_grad():
         module.audio_token_rows.delta[0] = rows[0] - emb[bos].float()
@@ -147,11 +148,11 @@ def test_kl_is_zero_exactly_when_the_audio_embeds_are_the_transcripts(heard, mon
 
     outputs = module.model(**model_inputs(batch), use_cache=False)
     _, logs = module.loss_fn(module, batch, outputs)
-    kl = float(logs["kl"])
+    kl = float(logs["kl"])  # measured: ~1e-9 (float noise) vs ~2e-3
     if heard == "transcript":
-        assert abs(kl) < 1e-6, kl
+        assert abs(kl) < 1e-7, kl
     else:
-        assert kl > 1e-3, kl
+        assert kl > 1e-4, kl
 
 
 # ------------------------------------------------------------------------------------------ training with it
@@ -162,7 +163,7 @@ def shards(tmp_path_factory):
 
 def test_a_few_steps_lower_the_kl(shards):
     rec = StepRecorder()  # with ce_weight 0 and weight 1 the training loss is the KL itself
-    module = _module(1, TextTeacherKL(temperature=1.0, weight=1.0, ce_weight=0.0), lr=1e-2)
+    module = _module(1, TextTeacherKL(temperature=1.0, weight=1.0, ce_weight=0.0), lr=1e-3)  # 1e-2 overshoots
     trainer(8, [rec]).fit(module, datamodule(shards["glob"], batch_size=8))  # every step: the same 8 samples
     assert len(rec.losses) == 8 and all(len(keys) == 8 for keys in rec.keys)
     assert rec.losses[-1] < 0.5 * rec.losses[0], rec.losses
@@ -221,21 +222,30 @@ class FullForwardLoss(StepRecorder):
             self.full.append(float(pl_module.model(**model_inputs(batch), use_cache=False).loss))
 
 
+class StockForwardLoss(Loss):
+    """The training step before the loss seam: the stock forward's own ``out.loss`` on full (B, L, V) logits."""
+
+    needs_full_logits = True
+
+    def __call__(self, module, batch, outputs):
+        return outputs.loss, {}
+
+
 def test_cross_entropy_default_reproduces_the_stock_loss_curve(shards):
     curves = {}
     spec = {"class_path": "recipes.losses.CrossEntropy"}  # as a checkpoint's hparams hold it
-    for name, loss in [("none", None), ("instance", CrossEntropy()), ("spec", spec)]:
+    for name, loss in [("none", None), ("instance", CrossEntropy()), ("spec", spec), ("stock", StockForwardLoss())]:
         pl.seed_everything(0)
         rec = FullForwardLoss()
         module = _module(1, loss, lr=1e-2)
-        assert type(module.loss_fn) is CrossEntropy and module.hparams["loss"]["class_path"].endswith("CrossEntropy")
+        assert type(module.loss_fn) is (StockForwardLoss if name == "stock" else CrossEntropy)
         trainer(4, [rec]).fit(module, datamodule(shards["glob"], batch_size=4, seed=1))
         curves[name] = rec
     ref = curves["none"]
     assert len(set(ref.losses)) == 4  # it trained: four different losses
-    for rec in curves.values():
-        assert rec.keys == ref.keys and rec.losses == ref.losses  # bit for bit, whichever way CE is chosen
-    assert ref.losses == ref.full, (ref.losses, ref.full)  # ... and the stock forward's own loss, bit for bit
+    for rec in curves.values():  # bit for bit, whichever way CE is chosen, and as the pre-seam training step
+        assert rec.keys == ref.keys and rec.losses == ref.losses, (rec.losses, ref.losses)
+    assert ref.losses == ref.full, (ref.losses, ref.full)  # the stock forward's loss on the same weights
 
 
 # ------------------------------------------------------------------------------------------ the YAML switch
@@ -304,9 +314,14 @@ def test_text_teacher_kl_trains_both_tiny_stages_from_a_yaml_switch(tmp_path, mo
     ],
 )
 def test_build_loss_errors_name_the_bad_value(spec, named):
-    with pytest.raises((ValueError, TypeError)) as info:
+    with pytest.raises(ValueError) as info:
         build_loss(spec)
     assert named in str(info.value), str(info.value)
+
+
+def test_build_loss_lists_the_settings_of_a_loss_given_a_misspelt_one():
+    with pytest.raises(ValueError, match=r"'temprature'.*it takes \['temperature', 'weight', 'ce_weight'\]"):
+        build_loss({"class_path": "recipes.losses.TextTeacherKL", "init_args": {"temprature": 2.0}})
 
 
 def test_build_loss_round_trips_a_spec():
