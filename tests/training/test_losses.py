@@ -166,6 +166,7 @@ def test_a_few_steps_lower_the_kl(shards):
     module = _module(1, TextTeacherKL(temperature=1.0, weight=1.0, ce_weight=0.0), lr=1e-3)  # 1e-2 overshoots
     trainer(8, [rec]).fit(module, datamodule(shards["glob"], batch_size=8))  # every step: the same 8 samples
     assert len(rec.losses) == 8 and all(len(keys) == 8 for keys in rec.keys)
+    assert all(kl > 0 for kl in rec.losses), rec.losses  # a KL, not its negative (which would "fall" too)
     assert rec.losses[-1] < 0.5 * rec.losses[0], rec.losses
     assert rec.losses[-1] < min(rec.losses[:4]), rec.losses
 
