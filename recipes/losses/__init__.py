@@ -15,6 +15,8 @@ sets ``needs_transcript = True`` and the data module then builds text twins (`re
 """
 
 import importlib
+import inspect
+from collections.abc import Mapping
 
 from recipes.losses.base import Loss
 from recipes.losses.cross_entropy import CrossEntropy
@@ -39,7 +41,18 @@ def build_loss(value: Loss | dict | None) -> Loss:
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, Loss)):
         raise ValueError(f"loss class_path {path!r} is not an importable recipes.losses.Loss subclass")
-    return cls(**dict(value.get("init_args") or {}))
+    init_args = value.get("init_args") or {}
+    if not isinstance(init_args, Mapping):
+        raise ValueError(f"loss {path!r} init_args must be a mapping of its settings, got {init_args!r}")
+    try:  # a misspelt or missing setting is named with the ones the class takes, before anything is built
+        inspect.signature(cls).bind(**init_args)
+    except TypeError as exc:
+        raise ValueError(f"loss {path!r} init_args {dict(init_args)!r}: {exc}; it takes {_settings(cls)}") from None
+    return cls(**init_args)
+
+
+def _settings(cls: type) -> list[str]:
+    return [n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
 __all__ = ["CrossEntropy", "Loss", "TextTeacherKL", "build_loss"]
