@@ -16,14 +16,6 @@ torch.set_num_threads(SUITE_THREADS)
 from audio_adapter.families import FAMILIES  # noqa: E402  (after the offline switches above)
 
 
-@pytest.fixture(autouse=True)
-def _suite_threads():
-    """Every test starts with the suite's thread count: a bench or CLI run in-process sets its own (the benches
-    default to 1) and a later test must not inherit it (a test after the bench smoke runs took 3x longer)."""
-    torch.set_num_threads(SUITE_THREADS)
-    yield
-
-
 @pytest.fixture(scope="session")
 def tiny():
     """(model, processor) of the default tiny configuration; do not mutate (use `tiny_model_and_processor`)."""

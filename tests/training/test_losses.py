@@ -150,7 +150,7 @@ def test_kl_is_zero_exactly_when_the_audio_embeds_are_the_transcripts(heard, mon
     _, logs = module.loss_fn(module, batch, outputs)
     kl = float(logs["kl"])  # measured: ~1e-9 (float noise) vs ~2e-3
     if heard == "transcript":
-        assert abs(kl) < 1e-7, kl
+        assert abs(kl) < 1e-6, kl  # ~1e-9 to 1.6e-7 by CPU kernel; the real audio's KL is ~2e-3
     else:
         assert kl > 1e-4, kl
 
