@@ -11,8 +11,7 @@ import re
 from collections.abc import Sequence
 
 from recipes.evaluation.transcripts import edit_distance
-
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+from recipes.synthetic.speech import DIGIT_WORDS
 
 
 def words(text: str) -> list[str]:

@@ -39,10 +39,10 @@ from audio_adapter.encoders.whisper import WHISPER
 from audio_adapter.processing.audio_features import prepare_waveform
 from recipes.hearing.scoring import word_error_rate, words
 from recipes.hearing.texts import sentences
+from recipes.synthetic.speech import DIGIT_WORDS
 from recipes.synthetic.tts import random_speaker, synthesize
 from scripts.bench.stats import bootstrap_median_ci
 
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # sentences a clip of each target length holds (eSpeak speaks a 4-8 word sentence in about 1.5-3 s)
 SENTENCES_PER_CLIP = {5.0: 2, 10.0: 4}
 
@@ -50,7 +50,7 @@ SENTENCES_PER_CLIP = {5.0: 2, 10.0: 4}
 def clip_text(seconds: float, rng: np.random.Generator, seed: int) -> str:
     """What a clip of about ``seconds`` says: two spoken digits for ~1 s, else that many short sentences."""
     if seconds <= 2.0:
-        return " ".join(DIGITS[int(d)] for d in rng.integers(0, 10, size=2))
+        return " ".join(DIGIT_WORDS[int(d)] for d in rng.integers(0, 10, size=2))
     return " ".join(sentences(SENTENCES_PER_CLIP.get(seconds, max(1, round(seconds / 2.5))), seed=seed))
 
 
@@ -89,12 +89,12 @@ def transcribe(model, tokenizer, states: torch.Tensor, max_new_tokens: int) -> s
 
 def wer_interval(hypotheses: Sequence[str], references: Sequence[str], resamples: int = 1000) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the pooled WER, clips resampled (deterministic)."""
-    rng = random.Random(0)
     pairs = list(zip(hypotheses, references))
-    rates = sorted(
-        word_error_rate(*zip(*rng.choices(pairs, k=len(pairs)))) if len(pairs) > 1 else word_error_rate(*zip(*pairs))
-        for _ in range(resamples)
-    )
+    if len(pairs) == 1:  # nothing to resample
+        rate = word_error_rate(hypotheses, references)
+        return rate, rate
+    rng = random.Random(0)
+    rates = sorted(word_error_rate(*zip(*rng.choices(pairs, k=len(pairs)))) for _ in range(resamples))
     return rates[int(0.025 * (resamples - 1))], rates[int(0.975 * (resamples - 1))]
 
 
