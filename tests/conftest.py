@@ -10,7 +10,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-SUITE_THREADS = max(1, min(2, os.cpu_count() or 1))
+# One thread budget for the machine, shared by the xdist workers: `-n 2` on 2 cores with 2 threads each ran the
+# heavy tests 3-5x slower in the suite than alone (four OpenMP pools on two cores). Subprocesses (CLI tests)
+# inherit the same budget through OMP_NUM_THREADS.
+SUITE_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+SUITE_THREADS = max(1, min(2, (os.cpu_count() or 1) // SUITE_WORKERS))
+os.environ["OMP_NUM_THREADS"] = str(SUITE_THREADS)
 torch.set_num_threads(SUITE_THREADS)
 
 from audio_adapter.families import FAMILIES  # noqa: E402  (after the offline switches above)

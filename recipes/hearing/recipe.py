@@ -3,7 +3,8 @@
 
 Changed from the tiny recipes, and why: ``model`` is the assembled folder (float32: no fast bf16 matmul on an
 AVX2 CPU); no validation pass (held-out clips are scored by generation afterwards, and a validation pass costs
-minutes here); the step counts, learning rate, batch size and loss are the job's."""
+minutes here); the frozen encoder's output is cached per clip (``encoder_cache``: the runs of one job share
+it); the step counts, learning rate, batch size and loss are the job's."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def stage_recipe(
     model.update(
         model=str(base), dtype="float32", lr=run.lr, warmup_steps=max(1, run.steps // 10),
         output_dir=str(run_dir / "output"), loss=run.loss or {"class_path": "recipes.losses.CrossEntropy"},
+        encoder_cache=True,
     )  # fmt: skip
     if run.init_from is not None:
         model["init_from"] = str(out / run.init_from / "output")

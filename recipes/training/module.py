@@ -122,6 +122,8 @@ class AudioVLMLightningModule(pl.LightningModule):
             settings). Each training sample gets ``virtual_audio_tokens = base_audio_tokens * factor``. Never
             at validation.
         output_dir: where `save_trained` writes at the end of ``fit`` (rank 0); None: nothing is written.
+        encoder_cache: remember the frozen encoder's output per window
+            (`audio_adapter.encoders.output_cache`): a clip seen again skips the encoder; the loss is unchanged.
         loss: the training loss, a `recipes.losses.Loss` (YAML ``class_path``); default `CrossEntropy`.
             Validation always logs the cross-entropy (``val/loss``), comparable across losses.
         _model_and_processor: a ready ``(model, processor)`` pair (tests, notebooks); not settable from YAML.
@@ -158,6 +160,7 @@ class AudioVLMLightningModule(pl.LightningModule):
         vlat_strategy: str | None = None,
         vlat_seed: int | None = None,
         output_dir: str | None = None,
+        encoder_cache: bool = False,
         loss: Loss | None = None,
         _model_and_processor: tuple | None = None,
     ):
@@ -184,6 +187,10 @@ class AudioVLMLightningModule(pl.LightningModule):
         self.model = self._stage1(net) if self.stage == 1 else self._stage2(net, quantization, gradient_checkpointing)
         self.strict_loading = False  # checkpoints hold the trainable tensors only
         self._check_frozen()
+        if encoder_cache:
+            from audio_adapter.encoders.output_cache import cache_encoder_outputs
+
+            cache_encoder_outputs(self.audio_vlm)
         self._setup_vlat(vlat, vlat_strategy, vlat_seed)
         self._t_batch: float | None = None
         self.train()
