@@ -10,11 +10,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# One thread budget for the machine, shared by the xdist workers: `-n 2` on 2 cores with 2 threads each ran the
-# heavy tests 3-5x slower in the suite than alone (four OpenMP pools on two cores). Subprocesses (CLI tests)
-# inherit the same budget through OMP_NUM_THREADS.
-SUITE_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-SUITE_THREADS = max(1, min(2, (os.cpu_count() or 1) // SUITE_WORKERS))
+# Two intra-op threads per xdist worker, and OMP_NUM_THREADS for the CLI tests' own interpreters. Measured on 2
+# AVX2-emulated cores (2026-12-03, one run each): 2 threads per worker 409 s, 1 thread per worker 484 s (that
+# run also had a bf16 README block since made float32, ~30 s of it): a worker waiting on a subprocess or
+# finishing early leaves its core to the other.
+SUITE_THREADS = max(1, min(2, os.cpu_count() or 1))
 os.environ["OMP_NUM_THREADS"] = str(SUITE_THREADS)
 torch.set_num_threads(SUITE_THREADS)
 

@@ -46,7 +46,10 @@ class HearConfig:
     stage1_steps: int = 130
     stage2_steps: int = 30
     batch_size: int = 8
-    stage1_lr: float = 3e-3
+    # stage-1 learning rate, MEASURED (2026-12-03, digits only: 400 clips, 100 steps, batch 8, padded windows, 30
+    # held-out clips, one run each): 3e-3 -> loss 0.93, WER 52.8 %, exact 3 %; 5e-3 -> loss 0.19, WER 25.2 %,
+    # exact 30 % (the cosine schedule halves the mean rate; the projector must move far from its random start)
+    stage1_lr: float = 5e-3
     stage2_lr: float = 1e-3
     eval_batch_size: int = 16
     num_workers: int = 1  # data-loading processes of each training run

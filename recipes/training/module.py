@@ -37,6 +37,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from audio_adapter.encoders.output_cache import cache_encoder_outputs
 from recipes.common.progress import ProgressLog
 from recipes.common.settings import check_float, check_int
 from recipes.data.collate import model_inputs
@@ -99,6 +100,15 @@ def _check_settings(args: dict) -> None:
         *(args[k] for k in ("lr", "weight_decay", "betas", "eps", "scheduler", "warmup_steps", "min_lr_ratio"))
     )
     check_int("vlat_seed", args["vlat_seed"], optional=True)
+
+
+def _build(spec: ModelSpec, model_and_processor: tuple | None) -> tuple:
+    """(model, processor): ``model_and_processor`` as given (the spec then says "prebuilt"), else built."""
+    if model_and_processor is None:
+        return spec.build()
+    quantization_config(spec.quantization)  # the same clear refusal as a build
+    spec.model = "prebuilt"
+    return model_and_processor
 
 
 class AudioVLMLightningModule(pl.LightningModule):
@@ -175,12 +185,7 @@ class AudioVLMLightningModule(pl.LightningModule):
         self.hparams["loss"] = self.loss_fn.spec()  # plain data: checkpoints load with weights_only
         self.stage, self.output_dir, self.init_from = int(stage), output_dir, init_from
         self.lora_settings = _lora_settings(lora_r, lora_alpha, lora_dropout, lora_targets)
-        if _model_and_processor is not None:
-            net, self.processor = _model_and_processor
-            quantization_config(quantization)  # the same clear refusal as a build
-            spec.model = "prebuilt"
-        else:
-            net, self.processor = spec.build()
+        net, self.processor = _build(spec, _model_and_processor)
         self.spec = spec
         self._prepare_base(net, init_from, gradient_checkpointing)
         self.audio_token_rows: AudioTokenRows | None = None
@@ -188,8 +193,6 @@ class AudioVLMLightningModule(pl.LightningModule):
         self.strict_loading = False  # checkpoints hold the trainable tensors only
         self._check_frozen()
         if encoder_cache:
-            from audio_adapter.encoders.output_cache import cache_encoder_outputs
-
             cache_encoder_outputs(self.audio_vlm)
         self._setup_vlat(vlat, vlat_strategy, vlat_seed)
         self._t_batch: float | None = None

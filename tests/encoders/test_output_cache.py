@@ -83,3 +83,18 @@ def test_a_trainable_encoder_is_refused_by_name():
     model.audio_tower.requires_grad_(True)
     with pytest.raises(ValueError, match=r"frozen encoder.*audio_tower\.conv1\.weight"):
         cache_encoder_outputs(model)
+
+
+def test_a_training_run_with_encoder_cache_encodes_each_clip_once(tmp_path):
+    """The module's ``encoder_cache`` (YAML ``model.encoder_cache: true``): two epochs of stage 1 over 8 clips ask
+    the encoder for 8 windows in all, and the second epoch for none."""
+    from audio_adapter.testing import TINY_3S
+    from recipes.training.module import AudioVLMLightningModule
+    from tests.helpers import datamodule, make_shards, trainer
+
+    shards = make_shards(tmp_path / "data", num=8, seed=4, maxcount=4)
+    module = AudioVLMLightningModule("tiny", tiny_overrides=TINY_3S, stage=1, lr=1e-2, encoder_cache=True)
+    module.audio_vlm.encode_audio_windows._encoder_output_cache.clear()  # per process: earlier tests' windows
+    calls = counting_tower(module.audio_vlm)
+    trainer(8).fit(module, datamodule(shards["glob"], batch_size=2, num_workers=0))
+    assert sum(calls) == 8 and module.trainer.global_step == 8

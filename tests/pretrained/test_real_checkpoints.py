@@ -29,7 +29,7 @@ from tests.helpers import tone_clip
 README = Path(__file__).resolve().parents[2] / "README.md"
 SETTINGS = (
     'VLM, WHISPER = "Qwen/Qwen2-VL-7B-Instruct", "openai/whisper-large-v3-turbo"  # hub ids or local copies',
-    'DEVICE, MAX_NEW_TOKENS = "cuda", 256',
+    'DEVICE, DTYPE, MAX_NEW_TOKENS = "cuda", torch.bfloat16, 256  # on a CPU: "cpu", torch.float32',
 )
 ASSEMBLED = "ckpt/audio-qwen2vl-7b"
 
@@ -131,14 +131,15 @@ def assert_readme_batch_reproduced(processor, model, ns: dict, keys: tuple[str, 
         assert torch.equal(model.generate(**batch, max_new_tokens=6), ns["out"])
 
 
-def run_readme_block(code: str, replicas: dict, work: Path) -> dict:
-    """`readme_run` for a README block ``code`` (its settings lines as in `SETTINGS`) run in ``work``."""
+def run_readme_block(code: str, replicas: dict, work: Path, dtype: str = "torch.bfloat16") -> dict:
+    """`readme_run` for a README block ``code`` (its settings lines as in `SETTINGS`) run in ``work`` on the CPU,
+    loading in ``dtype`` (the README's own bf16 by default)."""
     from PIL import Image
 
     for line in SETTINGS:
         assert code.count(line + "\n") == 1, f"README block lost its settings line {line!r}"
     code = code.replace(SETTINGS[0], f'VLM, WHISPER = "{replicas["vlm"]}", "{replicas["whisper"]}"')
-    code = code.replace(SETTINGS[1], 'DEVICE, MAX_NEW_TOKENS = "cpu", 6')
+    code = code.replace(SETTINGS[1], f'DEVICE, DTYPE, MAX_NEW_TOKENS = "cpu", {dtype}, 6')
     sf.write(str(work / "talk.flac"), tone_clip(2.5, 440.0, sr=44100), 44100)  # a real user's rate: resampled
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(work / "slide.png")
 

@@ -79,7 +79,7 @@ def test_quick_job_trains_both_stages_and_the_kl_run_distils(quick_job):
             logged[run] = {k for row in csv.DictReader(f) for k, v in row.items() if v}
     assert "train/kl" in logged["stage2-kl"] and "train/kl" not in logged["stage2"]
     base = json.loads((Path(result["base"]) / "config.json").read_text())
-    assert base["audio_encode_real_frames_only"] is True and base["audio_pool_stride"] == 4
+    assert base["audio_encode_real_frames_only"] is False and base["audio_pool_stride"] == 4  # padded windows
 
 
 def test_quick_job_questions_targets_are_the_lms_typed_answers_and_heldout_templates_are_new(quick_job):
