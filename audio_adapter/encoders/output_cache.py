@@ -31,7 +31,7 @@ def encoder_identity(model) -> str:
     """Digest of what fixes the encoder's output: its weights' bytes, dtype and the real-frames setting."""
     digest = hashlib.sha1()
     for name, tensor in sorted(model.audio_tower.state_dict().items()):
-        digest.update(name.encode())
+        digest.update(f"{name}:{tensor.dtype}".encode())  # the bytes alone could read the same in two dtypes
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     digest.update(str(bool(model.config.audio_encode_real_frames_only)).encode())
     return digest.hexdigest()
