@@ -29,6 +29,7 @@ from rich.console import Console
 from recipes.common.progress import Heartbeat
 from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, write_stage_recipe
 
+TRANSCRIBE = "transcribe"  # stage 1's split: the training clips, every one to transcribe (questions too)
 MAX_NEW_TOKENS = {"digits": 12, "sentence": 20, "question": 8}  # question: the typed answers' limit too
 QUICK_TOKENS = {"digits": 3, "sentence": 3, "question": 3}
 
@@ -69,7 +70,7 @@ class HearConfig:
 
     def runs(self) -> list[StageRun]:
         return [
-            StageRun("stage1", 1, self.stage1_steps, self.stage1_lr),
+            StageRun("stage1", 1, self.stage1_steps, self.stage1_lr, shards=TRANSCRIBE),
             StageRun("stage2", 2, self.stage2_steps, self.stage2_lr, init_from="stage1"),
             StageRun("stage2-kl", 2, self.stage2_steps, self.stage2_lr, loss=TEXT_TEACHER_KL, init_from="stage1"),
         ]
@@ -137,6 +138,10 @@ def make_speech(cfg: HearConfig, base: Path, data: Path, timer: Timer) -> None:
         total = counts["digits"] + len(utterances)
         with Heartbeat(f"speech {split}", total, unit="clip") as beat:
             write_speech_split(data, split, counts["digits"], utterances, seed, split == "train", beat.update)
+        if split == "train":  # the same clips (same speakers: same index), the questions to transcribe
+            heard = transcription_utterances(spoken[split]) + transcription_utterances([q.text for q in asked])
+            with Heartbeat(f"speech {TRANSCRIBE}", total, unit="clip") as beat:
+                write_speech_split(data, TRANSCRIBE, counts["digits"], heard, seed, True, beat.update)
     timer.mark("speech")
 
 
@@ -152,7 +157,7 @@ def train_and_evaluate(cfg: HearConfig, base: Path, out: Path, timer: Timer, con
         what = "projector + audio-token rows, LM frozen" if run.stage == 1 else "LoRA (q/k/v/o) + projector"
         loss = (run.loss or {"class_path": "CrossEntropy"})["class_path"].rsplit(".", 1)[-1]
         console.print(f"[bold]{run.name}[/bold]: {what}, {run.steps} steps, {loss}")
-        shards = str(out / "data" / "shards" / "train-*.tar")
+        shards = str(out / "data" / "shards" / f"{run.shards}-*.tar")
         settings = {"batch_size": cfg.batch_size, "seed": cfg.seed, "num_workers": cfg.num_workers}
         path = write_stage_recipe(run, base, shards, out, **settings)
         cli = train.main(["fit", "--config", str(path)])

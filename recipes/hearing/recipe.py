@@ -27,6 +27,7 @@ class StageRun:
     lr: float
     loss: dict | None = None
     init_from: str | None = None  # the name of the run whose output this one starts from
+    shards: str = "train"  # the split of the job's shards it trains on (data/shards/<shards>-*.tar)
 
 
 def stage_recipe(

@@ -42,7 +42,7 @@ from recipes.common.progress import ProgressLog
 from recipes.common.settings import check_float, check_int
 from recipes.data.collate import model_inputs
 from recipes.losses import Loss, build_loss
-from recipes.training.label_logits import accuracy_at_labels, forward_at_labels, next_token_targets
+from recipes.training.label_logits import accuracy_at_labels, column_major_grad, forward_at_labels, token_accuracy
 from recipes.training.model_spec import ModelSpec, quantization_config
 from recipes.training.optim import adamw_with_schedule, check_optimizer_settings
 from recipes.training.projector_file import (
@@ -73,12 +73,6 @@ def lora_target_regex(targets: Sequence[str] = DEFAULT_LORA_TARGETS) -> str:
             f"lora_targets must be non-empty module names such as {list(DEFAULT_LORA_TARGETS)}, got {targets}"
         )
     return r"model\.language_model\.layers\.\d+\.self_attn\.(" + "|".join(targets) + ")"
-
-
-def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Next-token accuracy on label positions from full (B, L, V) logits (labels aligned with input_ids)."""
-    keep, targets = next_token_targets(labels)
-    return accuracy_at_labels(logits[keep], targets.to(logits.device))
 
 
 def _lora_settings(r: int, alpha: int, dropout: float, targets) -> dict:
@@ -316,6 +310,7 @@ class AudioVLMLightningModule(pl.LightningModule):
             inputs["virtual_audio_tokens"] = self._virtual_audio_tokens(batch_size)
         if self.loss_fn.needs_full_logits:
             out = self.model(**inputs, use_cache=False)
+            out.logits = column_major_grad(out.logits)
             acc, n_tokens = token_accuracy(out.logits.detach(), inputs["labels"])
         else:  # logits at label positions only (`recipes.training.label_logits`): same loss, a fraction of the cost
             ce, logits, targets, out = forward_at_labels(self.model, {**inputs, "use_cache": False})

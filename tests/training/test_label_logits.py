@@ -38,3 +38,39 @@ def test_loss_and_logits_equal_the_full_forward(tmp_path, dtype):
     acc, n = accuracy_at_labels(logits, targets)
     want_acc, want_n = token_accuracy(full.logits, inputs["labels"])
     assert n == want_n > 0 and acc == want_acc
+
+
+@pytest.mark.parametrize("shape", [(5, 300), (2, 3, 300)])
+def test_column_major_grad_is_the_identity_with_a_column_major_gradient(shape):
+    from recipes.training.label_logits import column_major_grad
+
+    weight = torch.randn(300, 8, dtype=torch.bfloat16, requires_grad=True)  # a vocabulary projection (V, H)
+    hidden = torch.randn(*shape[:-1], 8, dtype=torch.bfloat16, requires_grad=True)
+    seen = {}
+
+    def grads(wrap):
+        logits = torch.nn.functional.linear(hidden, weight)
+        wrapped = wrap(logits)
+        logits.register_hook(lambda g: seen.update(stride=g.reshape(-1, g.shape[-1]).stride()))
+        torch.manual_seed(0)
+        (wrapped.float() * torch.randn(shape)).sum().backward()
+        out = (hidden.grad.clone(), weight.grad.clone())
+        hidden.grad = weight.grad = None
+        return torch.equal(wrapped, logits), out
+
+    same, plain = grads(lambda x: x)
+    assert same and seen["stride"] == (300, 1)  # autograd's own: row-major
+    same, wrapped = grads(column_major_grad)
+    rows = int(torch.tensor(shape[:-1]).prod())
+    assert same and seen["stride"] == (1, rows)  # what the projection's backward matmul now reads
+    for got, want in zip(wrapped, plain):
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)  # bf16: only the sum order
+
+
+def test_column_major_grad_leaves_float32_and_no_grad_logits_alone():
+    from recipes.training.label_logits import column_major_grad
+
+    x = torch.randn(3, 4, requires_grad=True)
+    assert column_major_grad(x) is x
+    y = torch.randn(3, 4, dtype=torch.bfloat16)
+    assert column_major_grad(y) is y

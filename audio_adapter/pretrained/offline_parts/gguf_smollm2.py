@@ -41,7 +41,8 @@ def vl_tokenizer(gguf_file: Path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
-    missing = [t for t in QWEN2_VL_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in QWEN2_VL_SPECIAL_TOKENS if t not in vocab]
     tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     tokenizer.chat_template = chat_template()
     tokenizer.model_max_length = 8192
