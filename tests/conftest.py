@@ -6,7 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+# OpenMP threads that find no work SLEEP instead of spinning: two xdist workers (and the CLI tests' own
+# interpreters) share 2 cores, and spinning threads steal them. Read when OpenMP loads, so before torch (the
+# workers inherit it; scripts/test.sh exports it too). Measured on 2 cores (2026-12-03): two processes of 2
+# threads each running the same small-matmul loop took 28.6 s each with the default policy, 10.1 s passive
+# (5.9 s for one alone).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after OMP_WAIT_POLICY)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
