@@ -13,12 +13,16 @@ hear eSpeak speech on 2 CPU cores, and are scored against Whisper's own decoder 
    cross-entropy, and `recipes.losses.TextTeacherKL` (the LM reading the transcript as teacher).
 6. evaluation of held-out clips (and the same prompts with silence); Whisper tiny.en's own transcripts.
 7. results.json, loss.png, predictions.jsonl and the final table; exit status 1 below the gates.
+
+Steps 3-6 are recorded as they finish (`recipes.demo.finished_steps`): the same command run again goes on from
+the first unfinished one (a training run cut short starts over).
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +31,7 @@ import torch
 from rich.console import Console
 
 from recipes.common.progress import Heartbeat
+from recipes.demo.finished_steps import FinishedSteps
 from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, write_stage_recipe
 
 TRANSCRIBE = "transcribe"  # stage 1's split: the training clips, every one to transcribe (questions too)
@@ -145,15 +150,24 @@ def make_speech(cfg: HearConfig, base: Path, data: Path, timer: Timer) -> None:
     timer.mark("speech")
 
 
-def train_and_evaluate(cfg: HearConfig, base: Path, out: Path, timer: Timer, console: Console) -> dict:
+def train_and_evaluate(
+    cfg: HearConfig, base: Path, out: Path, timer: Timer, console: Console, steps: FinishedSteps
+) -> dict:
     """Steps 5-6: the three training runs through the training CLI; each stage-2 model is evaluated on the
-    held-out clips right after it trained (the cross-entropy one with silence too). Returns the responses."""
+    held-out clips right after it trained (the cross-entropy one with silence too). Returns the responses.
+    A run recorded in ``steps`` is not run again (its responses are read back)."""
     from recipes.hearing.heldout import generate_by_kind, load_samples, silenced
     from recipes.training import cli as train
 
     samples = load_samples(out / "data")
     responses: dict[str, list[str]] = {}
     for run in cfg.runs():
+        if (finished := steps.get(run.name)) is not None:
+            responses.update(finished)
+            timer.mark(run.name)
+            console.print(f"[bold]{run.name}[/bold]: finished before (recorded in {steps.folder})")
+            continue
+        shutil.rmtree(out / run.name, ignore_errors=True)  # what a run cut short left: it starts over
         what = "projector + audio-token rows, LM frozen" if run.stage == 1 else "LoRA (q/k/v/o) + projector"
         loss = (run.loss or {"class_path": "CrossEntropy"})["class_path"].rsplit(".", 1)[-1]
         console.print(f"[bold]{run.name}[/bold]: {what}, {run.steps} steps, {loss}")
@@ -163,16 +177,18 @@ def train_and_evaluate(cfg: HearConfig, base: Path, out: Path, timer: Timer, con
         cli = train.main(["fit", "--config", str(path)])
         timer.mark(run.name)
         if run.stage == 1:
+            steps.put(run.name, {})
             continue
         model, processor = cli.model.audio_vlm.eval(), cli.model.processor
+        asked = [*samples, *silenced(samples)] if run.loss is None else samples  # silence in the same batches
         with torch.no_grad():
-            responses[run.name] = generate_by_kind(model, processor, samples, cfg.max_new_tokens, cfg.eval_batch_size)
-            if run.loss is None:
-                responses["silence"] = generate_by_kind(
-                    model, processor, silenced(samples), cfg.max_new_tokens, cfg.eval_batch_size
-                )
+            texts = generate_by_kind(model, processor, asked, cfg.max_new_tokens, cfg.eval_batch_size)
+        responses[run.name] = texts[: len(samples)]
+        if run.loss is None:
+            responses["silence"] = texts[len(samples) :]
         del cli, model
         gc.collect()  # one model in memory at a time
+        steps.put(run.name, {k: v for k, v in responses.items() if k in (run.name, "silence")})
         timer.mark(f"evaluate {run.name}")
     return responses
 
@@ -250,10 +266,20 @@ def run_hear(cfg: HearConfig, console: Console | None = None) -> dict:
         base_name = f"assembled-whisper-tiny.en-smollm2-135m-pool{cfg.audio_pool_stride}-padded"
         base = assemble_base(parts, parts["vlm"].parent / base_name, cfg.audio_pool_stride)
         timer.mark("base")
-    make_speech(cfg, base, out / "data", timer)
-    responses = train_and_evaluate(cfg, base, out, timer, console)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "parts_dir", "gates", "num_workers")}
+    steps = FinishedSteps(out, settings)
+    if steps.get("speech") is None:
+        shutil.rmtree(out / "data", ignore_errors=True)  # what a cut-short step left
+        make_speech(cfg, base, out / "data", timer)
+        steps.put("speech", True)
+    else:
+        timer.mark("typed answers")
+        timer.mark("speech")
+    responses = train_and_evaluate(cfg, base, out, timer, console, steps)
     samples = load_samples(out / "data")
-    whisper = whisper_peer(parts, samples, timer, quick=not cfg.gates)
+    if (whisper := steps.get("whisper peer")) is None:
+        whisper = whisper_peer(parts, samples, timer, quick=not cfg.gates)
+        steps.put("whisper peer", whisper)
     scores = score(samples, responses, whisper)
     losses = {run.name: train_losses(out / run.name) for run in cfg.runs()}
     plot_runs(losses, out / "loss.png")
@@ -261,7 +287,8 @@ def run_hear(cfg: HearConfig, console: Console | None = None) -> dict:
     checks = gate_checks(scores) if cfg.gates else {}
     result = {**scores, "base": str(base), "gates": checks, "passed": all(c["ok"] for c in checks.values()),
               "losses": {k: [v[0][1], v[-1][1]] if v else None for k, v in losses.items()},
-              "timings": timer.steps, "total_seconds": timer.total(), "config": asdict(cfg)}  # fmt: skip
+              "timings": timer.steps, "total_seconds": timer.total(), "config": asdict(cfg),
+              "finished_before": steps.reused}  # fmt: skip
     atomic_write_text(out / "results.json", json.dumps(result, indent=2))
     console.print(hear_table(result))
     console.print(f"loss curves -> {out / 'loss.png'}; predictions -> {out / 'predictions.jsonl'}")

@@ -12,18 +12,90 @@ import pytest
 from PIL import Image
 
 
-@pytest.fixture(scope="module")
-def quick_job(offline_parts, tmp_path_factory):
-    """The CLI's entry point as a user calls it (`scripts.demo.main`), in the suite's process: measured on the slow
-    CPU class (AVX2 emulation, 2 threads, alone), 25.5 s in a worker that had run the GGUF tests before against
-    36.7 s in an interpreter of its own (the start-up, ~11 s, is all the difference; the "3-5x slower
-    in-process" of an older version of this job no longer holds)."""
+def _run_job(args: list[str], crash_at: str | None = None) -> int:
+    """`scripts.demo.main(args)` in this process; ``crash_at``: the training run that raises as it starts."""
+    from recipes.training import cli
     from scripts.demo import main
 
+    if crash_at is None:
+        return main(args)
+    train = cli.main
+
+    def crashing(argv):
+        if Path(argv[-1]).stem == crash_at:
+            raise RuntimeError(f"simulated crash at {crash_at}")
+        return train(argv)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "main", crashing)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            main(args)
+    return 1
+
+
+def _finished(out: Path) -> list[str]:
+    return sorted(p.stem for p in (out / "finished").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def crashed_job(offline_parts, tmp_path_factory):
+    """The CLI's entry point as a user calls it (`scripts.demo.main`), in the suite's process (measured on the
+    slow CPU class, AVX2 emulation, 2 threads, alone: the whole job 25.5 s in a worker that had run the GGUF tests
+    before, 36.7 s in an interpreter of its own), crashing as the first stage-2 run starts."""
     out = tmp_path_factory.mktemp("demo-pretrained")
     args = ["--pretrained", "--quick", "--out-dir", str(out), "--parts-dir", str(offline_parts["vlm"].parent)]
-    assert main(args) == 0
+    _run_job(args, crash_at="stage2")
+    return out, args
+
+
+@pytest.fixture(scope="module")
+def crashed_again(crashed_job):
+    """The same command again: it goes on from stage 2, and crashes as the KL run starts."""
+    out, args = crashed_job
+    stage1 = out / "stage1" / "output" / "projector.safetensors"
+    before = stage1.stat().st_mtime_ns
+    _run_job(args, crash_at="stage2-kl")
+    assert stage1.stat().st_mtime_ns == before  # stage 1 was not trained again
+    return out, args
+
+
+@pytest.fixture(scope="module")
+def quick_job(crashed_again):
+    """The same command a third time: it finishes, from the KL run on."""
+    out, args = crashed_again
+    assert _run_job(args) == 0
     return out, json.loads((out / "results.json").read_text())
+
+
+def test_a_crashed_job_recorded_its_finished_steps_only(crashed_job):
+    out, _ = crashed_job
+    assert _finished(out) == ["speech", "stage1"]
+    assert (out / "stage1" / "output" / "projector.safetensors").is_file()
+    assert not (out / "results.json").exists()
+
+
+def test_a_rerun_goes_on_from_the_first_unfinished_step(crashed_again):
+    out, _ = crashed_again
+    assert _finished(out) == ["speech", "stage1", "stage2"]
+    assert (out / "stage2" / "output" / "adapter").is_dir() and not (out / "stage2-kl").exists()
+
+
+def test_the_last_rerun_reads_back_every_finished_step(quick_job):
+    out, result = quick_job
+    assert result["finished_before"] == ["speech", "stage1", "stage2"]
+    assert _finished(out) == ["speech", "stage1", "stage2", "stage2-kl", "whisper peer"]
+    assert set(result["agreement"]) == {"stage2", "silence", "stage2-kl"}  # stage 2's responses, read back
+
+
+def test_a_folder_of_a_job_with_other_settings_is_refused(tmp_path):
+    from recipes.demo.finished_steps import FinishedSteps
+
+    steps = FinishedSteps(tmp_path, {"seed": 0, "stage1_steps": 130})
+    steps.put("speech", True)
+    assert FinishedSteps(tmp_path, {"seed": 0, "stage1_steps": 130}).get("speech") is True
+    assert FinishedSteps(tmp_path, {"seed": 0, "stage1_steps": 130}).get("stage1") is None
+    with pytest.raises(ValueError, match=r"stage1_steps differ.*another output folder"):
+        FinishedSteps(tmp_path, {"seed": 0, "stage1_steps": 150})
 
 
 def _rows(path):
