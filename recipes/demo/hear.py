@@ -9,7 +9,8 @@ hear eSpeak speech on 2 CPU cores, and are scored against Whisper's own decoder 
 3. typed answers: the LM's own answers to the questions typed (the spoken questions' targets).
 4. speech: digits, sentences and questions spoken by random eSpeak speakers; held-out questions use templates
    no training clip used.
-5. stage 1 (projector + audio-token rows, LM frozen), then two stage-2 runs from its output (LoRA + projector):
+5. stage 1 (projector + audio-token rows, LM frozen) on every training clip to transcribe (the spoken
+   questions too: their words are what stage 2 must hear), then two stage-2 runs from its output (LoRA + projector):
    cross-entropy, and `recipes.losses.TextTeacherKL` (the LM reading the transcript as teacher).
 6. evaluation of held-out clips (and the same prompts with silence); Whisper tiny.en's own transcripts.
 7. results.json, loss.png, predictions.jsonl and the final table; exit status 1 below the gates.

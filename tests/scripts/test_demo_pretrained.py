@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 
@@ -228,3 +229,19 @@ def test_the_pretrained_job_refuses_the_tiny_jobs_speech_flags():
         with pytest.raises(SystemExit) as exc:
             main(["--pretrained", flag])
         assert exc.value.code == 2
+
+
+def test_stage1_transcribes_the_training_clips_questions_included(crashed_job):
+    """Stage 1's split holds the training clips (same speakers, same audio) with every one to transcribe."""
+    out, _ = crashed_job
+    data = out / "data"
+    train, heard = (_rows(data / f"{split}.jsonl") for split in ("train", "transcribe"))
+    assert [r["text"] for r in heard] == [r["text"] for r in train] and any(r["kind"] == "question" for r in train)
+    for mine, theirs in zip(heard, train):
+        assert mine["speaker"] == theirs["speaker"]
+        assert (data / mine["audio"]).read_bytes() == (data / theirs["audio"]).read_bytes()
+        assert "transcript" not in mine and mine["kind"] in ("digits", "sentence")
+        if mine["kind"] == "sentence":
+            assert mine["response"] == mine["text"]
+    (stage1,) = yaml.safe_load((out / "stage1.yaml").read_text())["data"]["train_shards"].split()
+    assert stage1.endswith("transcribe-*.tar")
