@@ -93,8 +93,7 @@ class AudioVLMProcessor(ProcessorMixin):
         self.audio_frames_per_token = _frames_per_token(audio_frames_per_token, audio_pool_stride)
         chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
         super().__init__(tokenizer, image_processor, feature_extractor, chat_template=chat_template)
-        vocab = tokenizer.get_vocab()  # once: a 151k-token vocabulary takes ~0.4 s to build on a slow CPU
-        missing = [t for t in AUDIO_SPECIAL_TOKENS if t not in vocab]
+        missing = _missing_audio_tokens(tokenizer)
         if missing:
             raise ValueError(f"tokenizer lacks the audio special tokens {missing}; use add_audio_tokens(tokenizer)")
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
@@ -421,10 +420,15 @@ def _control_tokens(tokenizer) -> tuple[str, ...]:
     )
 
 
+def _missing_audio_tokens(tokenizer) -> list[str]:
+    """The audio special tokens ``tokenizer`` lacks, in order."""
+    vocab = tokenizer.get_vocab()  # once: a 151k-token vocabulary takes ~0.4 s to build on a slow CPU
+    return [t for t in AUDIO_SPECIAL_TOKENS if t not in vocab]
+
+
 def add_audio_tokens(tokenizer):
     """Add ``<|audio_bos|>``, ``<|AUDIO|>``, ``<|audio_eos|>`` as special tokens (no-op if present)."""
-    vocab = tokenizer.get_vocab()  # once: a 151k-token vocabulary takes ~0.4 s to build on a slow CPU
-    missing = [t for t in AUDIO_SPECIAL_TOKENS if t not in vocab]
+    missing = _missing_audio_tokens(tokenizer)
     if missing:
         tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     tokenizer.chat_template = CHAT_TEMPLATE
