@@ -1,4 +1,11 @@
-"""The main job: the whole toolkit end to end on a tiny RANDOM model, on 2 CPU cores, in minutes.
+"""The main job: REAL pretrained parts learn to hear, on 2 CPU cores, in minutes (`recipes.demo.hear`).
+
+Whisper tiny.en's encoder (frozen) + a projector + SmolLM2-135M-Instruct, pretrained parts built offline from two
+PyPI wheels (`audio_adapter.pretrained.offline_parts`): stage 1 (projector), then stage 2 (LoRA + projector)
+with and without `recipes.losses.TextTeacherKL`, on eSpeak speech; held-out clips scored against Whisper
+tiny.en's own decoder and against silence. Exits 1 below its gates (`recipes.demo.hear.GATES`).
+
+``--tiny``: the fast job on a tiny RANDOM model, the whole toolkit end to end:
 
 1. Synthesise WebDataset shards of the notes task (tones -> "C4 E4 G4"), training and held-out.
 2. Fit a STAND-IN audio encoder: the tiny Whisper encoder with a CTC head on the training clips, then
@@ -9,18 +16,14 @@
    against a no-audio baseline (the same prompts with silence in place of each clip). Exits 1 below 90 %.
 6. Write the loss curves as a PNG and print a final table.
 
-``--speech`` adds the same pipeline on SPEECH: 3-5 spoken digits (eSpeak NG, offline, varied voices) -> "3 7 1",
-in ``<out>/speech``, judged by its word error rate against the silence baseline (it left the main job to fit
-12 minutes on a slow CPU). ``--pretrained`` (EXPERIMENTAL, does not hear yet): Whisper tiny.en's encoder + a
-projector + SmolLM2-135M-Instruct, real pretrained parts built offline from two PyPI wheels
-(`audio_adapter.pretrained.offline_parts`), stage 1 then stage 2 with and without `recipes.losses.TextTeacherKL`,
-scored against Whisper tiny.en's own decoder and against silence (`recipes.demo.hear`).
+``--tiny --speech`` adds the same pipeline on SPEECH: 3-5 spoken digits (eSpeak NG, offline, varied voices) ->
+"3 7 1", in ``<out>/speech``, judged by its word error rate against the silence baseline.
 
-    python -m scripts.demo                        # the main job: the notes run (~8 minutes on 2 AVX2 cores)
-    python -m scripts.demo --speech               # + the spoken-digits run (~17 minutes there)
-    python -m scripts.demo --quick                # a smoke run of every step (learns little)
-    python -m scripts.demo --pretrained           # the experimental pretrained job (~10 minutes there)
-    python -m scripts.demo --pretrained --quick   # its smoke run
+    python -m scripts.demo                        # the main job: the pretrained parts hear (see README for time)
+    python -m scripts.demo --quick                # its smoke run (a few clips, 1 step a run)
+    python -m scripts.demo --tiny                 # the tiny notes run (~8 minutes on 2 AVX2 cores)
+    python -m scripts.demo --tiny --speech        # + the spoken-digits run (~17 minutes there)
+    python -m scripts.demo --tiny --quick         # its smoke run
 """
 
 from __future__ import annotations
@@ -349,15 +352,15 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default=None, help="default: runs/demo (runs/demo-pretrained with --pretrained)")
+    parser.add_argument("--out-dir", default=None, help="default: runs/demo-pretrained (runs/demo with --tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks every step runs, learns little")
-    parser.add_argument("--speech", action="store_true", help="add the spoken-digits run to the notes run")
+    parser.add_argument("--tiny", action="store_true", help="the fast job on a tiny RANDOM model (tones -> notes)")
+    parser.add_argument("--speech", action="store_true", help="--tiny: add the spoken-digits run to the notes run")
     parser.add_argument("--no-speech", action="store_true", help=argparse.SUPPRESS)  # the default since 2026-12
-    parser.add_argument(
-        "--pretrained", action="store_true", help="EXPERIMENTAL: the job on the offline pretrained parts (see README)"
-    )
-    parser.add_argument("--parts-dir", default=None, help="--pretrained: where the offline parts are built (cached)")
+    # the main job since 2026-12-03; the flag that asked for it then still works
+    parser.add_argument("--pretrained", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--parts-dir", default=None, help="where the offline pretrained parts are built (cached)")
     return parser
 
 
@@ -373,9 +376,11 @@ def tiny_config(args: argparse.Namespace) -> DemoConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.pretrained:
-        if args.speech or args.no_speech:
-            parser.error("--speech / --no-speech belong to the tiny job (the pretrained job is all speech)")
+    if args.pretrained and args.tiny:
+        parser.error("--pretrained and --tiny are two different jobs: give one (the pretrained job is the default)")
+    if (args.speech or args.no_speech) and not args.tiny:
+        parser.error("--speech / --no-speech belong to the tiny job: add --tiny (the pretrained job is all speech)")
+    if not args.tiny:
         from recipes.demo.hear import HearConfig, run_hear
 
         kwargs = {"out_dir": args.out_dir or "runs/demo-pretrained", "seed": args.seed, "parts_dir": args.parts_dir}

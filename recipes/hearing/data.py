@@ -9,9 +9,11 @@ training is self-distillation: the model learns to answer what it hears as it an
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from recipes.synthetic.datasets import SyntheticDataset, _rng, shard_dataset, write_clip_dataset
 from recipes.synthetic.speech import digits_sample
@@ -91,3 +93,21 @@ def write_speech_split(
 
     ds = write_clip_dataset(out_dir, split, counted(), _entry_fields)
     return shard_dataset(ds, split, maxcount=500) if shards else ds
+
+
+def transcription_split(out_dir: str | os.PathLike, source: str, split: str) -> SyntheticDataset:
+    """``out_dir/<split>.jsonl`` + shards: the clips of ``source`` (its FLAC files, not spoken again), every one to
+    transcribe -- a spoken question becomes a ``sentence`` whose response is its words (no ``transcript``: there
+    is no typed twin to distil), the digits and sentences are as they were."""
+    root = Path(out_dir)
+    rows = [json.loads(line) for line in (root / f"{source}.jsonl").read_text(encoding="utf-8").splitlines()]
+    manifest = root / f"{split}.jsonl"
+    with open(manifest, "w", encoding="utf-8") as f:
+        for row in rows:
+            if row["kind"] == "question":
+                row = {k: v for k, v in row.items() if k != "transcript"}
+                row.update(kind="sentence", prompt=SENTENCE_PROMPT, response=row["text"], category=None)
+            f.write(json.dumps(row) + "\n")
+    keys = [r["key"] for r in rows]
+    ds = SyntheticDataset(root=root, manifest=manifest, audio_dir=root / source / "audio", keys=keys)
+    return shard_dataset(ds, split, maxcount=500)
