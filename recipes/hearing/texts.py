@@ -63,52 +63,22 @@ FACTS = (
 )
 NUMBERS = tuple(range(2, 10))
 
-# category -> (training templates, held-out templates); {x}: the filler. Several training wordings per category,
-# each opening differently: with one or two, the model learnt the wording's opening ("Tell me ..." answered as
-# the imperative sentences "Please ...") instead of the words that carry the question ("capital", the country).
+# category -> (training templates, held-out templates); {x}: the filler
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "capital": (
-        (
-            "What is the capital of {x}?",
-            "What city is the capital of {x}?",
-            "Which city is the capital of {x}?",
-            "Name the capital of {x}.",
-            "Do you know the capital of {x}?",
-            "Please say the capital city of {x}.",
-        ),
+        ("What is the capital of {x}?", "What city is the capital of {x}?"),
         ("Tell me the capital of {x}.",),
     ),
     "arithmetic": (
-        (
-            "What is {a} plus {b}?",
-            "What is {a} times {b}?",
-            "Add {a} and {b}.",
-            "Please add {a} to {b}.",
-            "What do you get from {a} plus {b}?",
-            "Can you work out {a} plus {b}?",
-        ),
+        ("What is {a} plus {b}?", "What is {a} times {b}?"),
         ("How much is {a} plus {b}?",),
     ),
     "colour": (
-        (
-            "What colour is {x}?",
-            "Name a colour.",
-            "Which colour is {x}?",
-            "Please name the colour of {x}.",
-            "Do you know what colour {x} is?",
-            "Say the colour of {x}.",
-        ),
+        ("What colour is {x}?", "Name a colour."),
         ("What is the colour of {x}?",),
     ),
     "fact": (
-        (
-            "Is it true that {x}?",
-            "True or false: {x}?",
-            "Do you think that {x}?",
-            "Please say whether {x}.",
-            "Would you say that {x}?",
-            "Can it be that {x}?",
-        ),
+        ("Is it true that {x}?",),
         ("Yes or no: {x}?",),
     ),
 }

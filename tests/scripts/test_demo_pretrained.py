@@ -186,8 +186,6 @@ def test_heldout_question_templates_never_train():
     for category in CATEGORIES:
         train, heldout = TEMPLATES[category]
         assert train and heldout and not set(train) & set(heldout)
-        # several training wordings, opening differently: the model must learn the words that carry the question
-        assert len({" ".join(t.split()[:2]) for t in train}) >= 5, category
     assert {q.template for q in questions(40, 0, "heldout")} <= {t for _, h in TEMPLATES.values() for t in h}
     assert {q.category for q in questions(8, 0, "train")} == set(CATEGORIES)
     seen = set(sentences(50, 0))
@@ -210,22 +208,15 @@ def test_stage_recipes_point_at_the_base_and_the_kl_run_uses_the_text_teacher(tm
 def test_gates_need_the_bound_and_a_margin_over_silence():
     from recipes.demo.hear import GATES, gate_checks
 
-    def scores(wer: float, agree: float, silence_wer: float = 2.0, silence_agree: float = 0.0) -> dict:
-        out: dict = {"wer": {}, "agreement": {}}
-        for measure, system, part in GATES:
-            value = wer if measure == "wer" else agree
-            out[measure].setdefault(system, {})[part] = value
-            out[measure].setdefault("silence", {})[part] = silence_wer if measure == "wer" else silence_agree
-        return out
+    def scores(wer: float, silence_wer: float = 2.0) -> dict:
+        parts = {part for (_, _, part) in GATES}
+        return {"wer": {"stage2": dict.fromkeys(parts, wer), "silence": dict.fromkeys(parts, silence_wer)}}
 
-    assert {m for (m, _, _) in GATES} == {"wer", "agreement"}  # transcription AND the spoken questions
-    wer_ok = min(b for (m, _, _), (_, b) in GATES.items() if m == "wer") / 2
-    agree_ok = max(b for (m, _, _), (_, b) in GATES.items() if m == "agreement") * 2
-    assert all(c["ok"] for c in gate_checks(scores(wer_ok, agree_ok)).values())
-    worse = gate_checks(scores(1.5, 0.0))  # worse than every bound
-    assert not any(c["ok"] for c in worse.values())
-    as_silence = gate_checks(scores(wer_ok, agree_ok, silence_wer=wer_ok, silence_agree=agree_ok))
-    assert not any(c["ok"] for c in as_silence.values())  # silence as good: not hearing
+    assert {m for (m, _, _) in GATES} == {"wer"}  # agreement is reported, not gated (see GATES)
+    good = min(b for (_, b) in GATES.values()) / 2
+    assert all(c["ok"] for c in gate_checks(scores(good)).values())
+    assert not any(c["ok"] for c in gate_checks(scores(1.5)).values())  # worse than every bound
+    assert not any(c["ok"] for c in gate_checks(scores(good, silence_wer=good)).values())  # silence as good
 
 
 def test_the_pretrained_job_refuses_the_tiny_jobs_speech_flags():
