@@ -9,7 +9,7 @@ no extension every call goes to the stock class unchanged.
 
 It relies on a few transformers internals of the stock class; they are listed, per supported release, in
 `transformers_hooks.py` (`PRIVATE_TRANSFORMERS_HOOKS`), which the tests check on every registered family. The KV
-cache arrives as ``cache`` (transformers 5.24) or ``past_key_values`` (5.23), and is handed on under the
+cache arrives as ``cache`` (transformers 5.24 and later) or ``past_key_values`` (5.23), and is handed on under the
 installed release's own name.
 """
 

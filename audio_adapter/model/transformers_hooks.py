@@ -22,6 +22,7 @@ from transformers import Qwen2VLForConditionalGeneration
 CACHE_ARGUMENT_BY_RELEASE: dict[tuple[int, int], str] = {
     (5, 23): "past_key_values",
     (5, 24): "cache",
+    (5, 25): "cache",
 }
 DEPRECATED_CACHE_ARGUMENT = "past_key_values"
 
