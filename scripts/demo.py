@@ -163,30 +163,17 @@ def build_base_model(cfg: DemoConfig, out: Path, console: Console) -> tuple[Path
     return base, {"standin_steps": fit["steps"], "standin_ctc_exact_match": ctc_em, "standin_losses": fit["losses"]}
 
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "configs"
-
-
 def stage_config(cfg: DemoConfig, stage: int, base: Path, data: Path, out: Path) -> Path:
     """The tiny recipe YAML of `stage`, pointed at this run's base model, shards and folders."""
     import yaml
 
-    recipe = yaml.safe_load((RECIPES / f"tiny_stage{stage}.yaml").read_text())
-    run_dir = out / f"stage{stage}"
-    trainer, model, datacfg = recipe["trainer"], recipe["model"], recipe["data"]
-    trainer["max_steps"] = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
-    trainer["val_check_interval"] = max(1, trainer["max_steps"] // 2)
-    trainer["default_root_dir"] = str(run_dir)
-    trainer["logger"]["init_args"]["save_dir"] = str(run_dir)
-    for callback in trainer.get("callbacks", []):
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = str(run_dir / "checkpoints")
-            callback["init_args"]["every_n_train_steps"] = max(1, trainer["max_steps"] // 4)
-    model.update(model=str(base), lr=cfg.stage1_lr if stage == 1 else cfg.stage2_lr, output_dir=str(run_dir / "output"))
-    model.pop("tiny_overrides", None)
-    model.pop("tiny_seed", None)
-    if stage == 2:
-        model["init_from"] = str(out / "stage1" / "output")
-    datacfg.update(
+    from recipes.training.run_recipe import tiny_recipe_for_run
+
+    steps, lr = (cfg.stage1_steps, cfg.stage1_lr) if stage == 1 else (cfg.stage2_steps, cfg.stage2_lr)
+    init_from = None if stage == 1 else out / "stage1" / "output"
+    recipe = tiny_recipe_for_run(stage, out / f"stage{stage}", base, steps, lr, checkpoints=4, init_from=init_from)
+    recipe["trainer"]["val_check_interval"] = max(1, steps // 2)
+    recipe["data"].update(
         train_shards=str(data / "shards" / "train-*.tar"),
         val_shards=str(data / "shards" / "heldout-*.tar"),
         batch_size=cfg.batch_size,

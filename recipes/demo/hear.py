@@ -36,6 +36,7 @@ from recipes.demo.finished_steps import FinishedSteps
 from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, write_stage_recipe
 
 TRANSCRIBE = "transcribe"  # stage 1's split: the training clips, every one to transcribe (questions too)
+ANSWER = "answer"  # stage 2's split: the training clips, each spoken question `question_repeats` times
 # question: the typed answers' limit too. 6 tokens MEASURED (2026-12-03) to keep what proves hearing -- the
 # answer restates the question's filler ("The capital of Japan is Tokyo", "The colour of snow is actually",
 # "To add 7 and") -- and drop the cut-off tails that 8 tokens keep ("No: birds do not have"). Asking for "one
@@ -65,6 +66,7 @@ class HearConfig:
     # 1e-2 -> 68.3 % / sentences 64.1 % (stage 1 alone); 1e-2 with projector_init_scale 0.3 -> 61.8 % / 53.1 %
     stage1_lr: float = 1e-2
     stage2_lr: float = 1e-3
+    question_repeats: int = 3  # copies of each spoken question in stage 2's split (the clips are not re-spoken)
     eval_batch_size: int = 16
     num_workers: int = 1  # data-loading processes of each training run
     audio_pool_stride: int = 4
@@ -85,10 +87,11 @@ class HearConfig:
                    num_workers=0, gates=False, **kwargs)  # fmt: skip
 
     def runs(self) -> list[StageRun]:
+        stage2 = {"init_from": "stage1", "shards": ANSWER}
         return [
             StageRun("stage1", 1, self.stage1_steps, self.stage1_lr, shards=TRANSCRIBE),
-            StageRun("stage2", 2, self.stage2_steps, self.stage2_lr, init_from="stage1"),
-            StageRun("stage2-kl", 2, self.stage2_steps, self.stage2_lr, loss=TEXT_TEACHER_KL, init_from="stage1"),
+            StageRun("stage2", 2, self.stage2_steps, self.stage2_lr, **stage2),
+            StageRun("stage2-kl", 2, self.stage2_steps, self.stage2_lr, loss=TEXT_TEACHER_KL, **stage2),
         ]
 
 
@@ -136,6 +139,7 @@ def make_speech(cfg: HearConfig, base: Path, data: Path, timer: Timer) -> None:
     from recipes.hearing import texts
     from recipes.hearing.data import (
         question_utterances,
+        repeated_questions_split,
         transcription_split,
         transcription_utterances,
         write_speech_split,
@@ -162,8 +166,9 @@ def make_speech(cfg: HearConfig, base: Path, data: Path, timer: Timer) -> None:
         total = counts["digits"] + len(utterances)
         with Heartbeat(f"speech {split}", total, unit="clip") as beat:
             write_speech_split(data, split, counts["digits"], utterances, seed, split == "train", beat.update)
-        if split == "train":  # the same clips (their FLAC files), the questions to transcribe
+        if split == "train":  # the same clips (their FLAC files): the questions to transcribe; to answer, repeated
             transcription_split(data, "train", TRANSCRIBE)
+            repeated_questions_split(data, "train", ANSWER, cfg.question_repeats)
     timer.mark("speech")
 
 
@@ -226,8 +231,9 @@ def whisper_peer(parts: dict, samples: list[dict], timer: Timer, quick: bool) ->
 
 
 def score(samples: list[dict], responses: dict[str, list[str]], whisper: list[str | None]) -> dict:
-    """WER (transcription kinds) of each model, Whisper and silence; question agreement; digits exact match."""
-    from recipes.hearing.heldout import exact_digits, question_agreement, transcription_wer
+    """WER (transcription kinds) of each model, Whisper and silence; digits exact match; question agreement and
+    content heard (`recipes.hearing.heldout.content_heard`)."""
+    from recipes.hearing.heldout import content_heard, exact_digits, question_agreement, transcription_wer
 
     at = [i for i, w in enumerate(whisper) if w is not None]
     heard = [samples[i] for i in at]
@@ -237,7 +243,11 @@ def score(samples: list[dict], responses: dict[str, list[str]], whisper: list[st
         "wer": {name: transcription_wer(s, t) for name, (s, t) in picked.items()},
         "digits_exact_match": {name: exact_digits(s, t) for name, (s, t) in picked.items()},
         "agreement": {name: question_agreement(samples, t) for name, t in responses.items()},
-    }
+        # "typed": the LM's own answers to the typed questions, the ceiling (an answer that never restates the
+        # numbers, "To solve this problem, we", holds no content word)
+        "content_heard": {name: content_heard(samples, t) for name, t in
+                          {**responses, "typed": [s["reference"] for s in samples]}.items()},
+    }  # fmt: skip
 
 
 # The gates: what "the model hears" means here, set from MEASURED runs (written down before the last run).

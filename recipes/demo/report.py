@@ -165,6 +165,9 @@ def hear_table(result: dict) -> Table:
     for system, scores in result["agreement"].items():
         parts = ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
         table.add_row(f"spoken-question agreement {system}", parts)
+    for system, scores in result.get("content_heard", {}).items():
+        parts = ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+        table.add_row(f"spoken-question content heard {system}", parts)
     if result["gates"] and not any(name.startswith("agreement") for name in result["gates"]):
         table.add_row("spoken questions", "NOT gated: not heard yet (see recipes/demo/hear.py GATES)")
     for name, check in result["gates"].items():

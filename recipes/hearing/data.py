@@ -111,3 +111,24 @@ def transcription_split(out_dir: str | os.PathLike, source: str, split: str) -> 
     keys = [r["key"] for r in rows]
     ds = SyntheticDataset(root=root, manifest=manifest, audio_dir=root / source / "audio", keys=keys)
     return shard_dataset(ds, split, maxcount=500)
+
+
+def repeated_questions_split(out_dir: str | os.PathLike, source: str, split: str, repeats: int) -> SyntheticDataset:
+    """``out_dir/<split>.jsonl`` + shards: the clips of ``source`` (its FLAC files, not spoken again) with every
+    spoken question ``repeats`` times (the copies keyed ``<key>-r<n>``), the digits and sentences once: stage 2
+    spends its few steps mostly on the questions, whose answers it must learn, without dropping transcription.
+    The frozen encoder's cache is keyed by the audio's features, so a copy costs no encoding."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    root = Path(out_dir)
+    rows = [json.loads(line) for line in (root / f"{source}.jsonl").read_text(encoding="utf-8").splitlines()]
+    manifest = root / f"{split}.jsonl"
+    keys = []
+    with open(manifest, "w", encoding="utf-8") as f:
+        for n in range(repeats):  # pass by pass: a question's copies lie a pass apart, not in one batch
+            for row in rows if n == 0 else [r for r in rows if r["kind"] == "question"]:
+                copy = row if n == 0 else {**row, "key": f"{row['key']}-r{n}"}
+                keys.append(copy["key"])
+                f.write(json.dumps(copy) + "\n")
+    ds = SyntheticDataset(root=root, manifest=manifest, audio_dir=root / source / "audio", keys=keys)
+    return shard_dataset(ds, split, maxcount=500)

@@ -82,6 +82,21 @@ def question_agreement(samples: Sequence[dict], answers: Sequence[str]) -> dict[
     return scores
 
 
+def content_heard(samples: Sequence[dict], answers: Sequence[str]) -> dict[str, float]:
+    """Per category and ``"all"``: the fraction of spoken questions whose answer holds every one of the question's
+    `recipes.hearing.texts.content_words` (the country, the thing, both numbers, the fact's subject) -- a looser
+    measure of hearing than agreement, which also asks for the LM's exact wording. Questions with no content word
+    ("Name a colour.") are left out."""
+    from recipes.hearing.texts import content_words
+
+    rows = {}
+    for i, s in enumerate(samples):
+        if s["kind"] == "question" and (needed := content_words(s["text"], s["category"])):
+            rows.setdefault(s["category"], []).append(set(needed) <= set(words(answers[i])))
+    scores = {"all": sum(sum(r) for r in rows.values()) / max(1, sum(len(r) for r in rows.values()))}
+    return scores | {category: sum(r) / len(r) for category, r in sorted(rows.items())}
+
+
 def exact_digits(samples: Sequence[dict], hypotheses: Sequence[str]) -> float:
     """Fraction of digit clips transcribed exactly (as normalised words)."""
     at = [i for i, s in enumerate(samples) if s["kind"] == "digits"]

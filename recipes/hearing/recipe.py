@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-RECIPES = Path(__file__).resolve().parent.parent / "configs"
+from recipes.training.run_recipe import tiny_recipe_for_run
+
 TEXT_TEACHER_KL = {"class_path": "recipes.losses.TextTeacherKL", "init_args": {"temperature": 1.0, "weight": 1.0}}
 
 
@@ -35,31 +36,14 @@ def stage_recipe(
 ) -> dict:
     """The recipe dict of ``run`` (see the module docstring); its folders are under ``out / run.name``.
     ``num_workers``: data-loading processes (0: in the training process, no start-up cost; the smoke run)."""
-    recipe = yaml.safe_load((RECIPES / f"tiny_stage{run.stage}.yaml").read_text())
-    run_dir = out / run.name
+    init_from = None if run.init_from is None else out / run.init_from / "output"
+    recipe = tiny_recipe_for_run(run.stage, out / run.name, base, run.steps, run.lr, checkpoints=2, init_from=init_from)
     trainer, model, data = recipe["trainer"], recipe["model"], recipe["data"]
-    trainer.update(
-        max_steps=run.steps,
-        default_root_dir=str(run_dir),
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        val_check_interval=run.steps,
-        log_every_n_steps=1,
-    )
-    trainer["logger"]["init_args"]["save_dir"] = str(run_dir)
-    for callback in trainer.get("callbacks", []):
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            callback["init_args"]["dirpath"] = str(run_dir / "checkpoints")
-            callback["init_args"]["every_n_train_steps"] = max(1, run.steps // 2)
-    for key in ("tiny_overrides", "tiny_seed", "init_from"):
-        model.pop(key, None)
+    trainer.update(limit_val_batches=0, num_sanity_val_steps=0, val_check_interval=run.steps, log_every_n_steps=1)
     model.update(
-        model=str(base), dtype="float32", lr=run.lr, warmup_steps=max(1, run.steps // 10),
-        output_dir=str(run_dir / "output"), loss=run.loss or {"class_path": "recipes.losses.CrossEntropy"},
-        encoder_cache=True,
+        dtype="float32", warmup_steps=max(1, run.steps // 10),
+        loss=run.loss or {"class_path": "recipes.losses.CrossEntropy"}, encoder_cache=True,
     )  # fmt: skip
-    if run.init_from is not None:
-        model["init_from"] = str(out / run.init_from / "output")
     data.update(train_shards=shards, val_shards=shards, batch_size=batch_size, seed=seed, shuffle_buffer=512)
     data["num_workers"] = num_workers
     recipe["seed_everything"] = seed

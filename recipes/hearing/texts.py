@@ -20,28 +20,43 @@ VERBS_IMPERATIVE = ("open", "close", "clean", "paint", "bring", "find", "move", 
 PLACES = ("kitchen", "garden", "office", "school", "station", "park", "house", "shop")
 
 
-def sentence(rng: np.random.Generator) -> str:
-    """A short sentence (4-8 words), one of three shapes, words drawn from ``rng``."""
+def sentence(rng: np.random.Generator, turns: dict[str, int] | None = None) -> str:
+    """A short sentence (4-9 words), one of six shapes, words drawn from ``rng``. Three shapes carry the
+    questions' fillers (a country, a thing, a fact): the words a spoken question's answer depends on are then
+    heard in many voices and sentences, not only in the few questions that hold each. ``turns`` (updated):
+    how often each filler list was used, so that the fillers come in turn and every one is spoken."""
+    turns = {} if turns is None else turns
 
     def pick(words: tuple[str, ...]) -> str:
         return words[int(rng.integers(0, len(words)))]
 
-    shape = int(rng.integers(0, 3))
+    def next_of(name: str, fillers: tuple[str, ...]) -> str:
+        turns[name] = turns.get(name, -1) + 1
+        return fillers[turns[name] % len(fillers)]
+
+    shape = int(rng.integers(0, 6))
     if shape == 0:
         return f"The {pick(ADJECTIVES)} {pick(NOUNS)} {pick(VERBS_PAST)} the {pick(OBJECTS)}."
     if shape == 1:
         return f"Please {pick(VERBS_IMPERATIVE)} the {pick(OBJECTS)} in the {pick(PLACES)}."
-    return f"My {pick(NOUNS)} is in the {pick(PLACES)}."
+    if shape == 2:
+        return f"My {pick(NOUNS)} is in the {pick(PLACES)}."
+    if shape == 3:
+        return f"My {pick(NOUNS)} flew to {next_of('country', COUNTRIES)}."
+    if shape == 4:
+        return f"I saw {next_of('thing', THINGS)} in the {pick(PLACES)}."
+    return f"The {pick(NOUNS)} said that {next_of('fact', FACTS)}."
 
 
 def sentences(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """``n`` sentences from ``seed``'s stream, none in ``exclude`` (held-out: exclude the training ones)."""
     rng = np.random.default_rng([seed, 21])
     out: list[str] = []
+    turns: dict[str, int] = {}
     for _ in range(200 * max(1, n)):
         if len(out) == n:
             return out
-        s = sentence(rng)
+        s = sentence(rng, turns)
         if s not in exclude:
             out.append(s)
     raise ValueError(f"could not draw {n} sentences outside the {len(exclude)} excluded ones: lower the count")
@@ -63,23 +78,58 @@ FACTS = (
 )
 NUMBERS = tuple(range(2, 10))
 
-# category -> (training templates, held-out templates); {x}: the filler
+# category -> (training templates, held-out templates); {x}: the filler. Several training wordings per category,
+# each opening differently: with one or two, the model learnt the wording's opening ("Tell me ..." answered as
+# the imperative sentences "Please ...") instead of the words that carry the question ("capital", the country).
+# A held-out wording is one whose typed answer opens as the training wordings' do (measured on SmolLM2-135M,
+# 5 tokens: "The capital of Japan is", "The colour of snow is", "The answer to this question"): agreement then
+# asks whether the question's content was heard, not whether an unseen wording's quirk was guessed ("Yes or no:
+# fish can swim?" is answered "No: no."). Arithmetic has no such wording for this LM (its openings change with
+# the numbers: "To add 7 and", "The answer to this classic math"); it is kept, and scored, as it is.
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "capital": (
-        ("What is the capital of {x}?", "What city is the capital of {x}?"),
+        (
+            "What is the capital of {x}?",
+            "What city is the capital of {x}?",
+            "Which city is the capital of {x}?",
+            "Name the capital of {x}.",
+            "Do you know the capital of {x}?",
+            "Please say the capital city of {x}.",
+        ),
         ("Tell me the capital of {x}.",),
     ),
     "arithmetic": (
-        ("What is {a} plus {b}?", "What is {a} times {b}?"),
+        (
+            "What is {a} plus {b}?",
+            "What is {a} times {b}?",
+            "Add {a} and {b}.",
+            "Please add {a} to {b}.",
+            "What do you get from {a} plus {b}?",
+            "Can you work out {a} plus {b}?",
+        ),
         ("How much is {a} plus {b}?",),
     ),
     "colour": (
-        ("What colour is {x}?", "Name a colour."),
+        (
+            "What colour is {x}?",
+            "Name a colour.",
+            "Which colour is {x}?",
+            "Please name the colour of {x}.",
+            "Do you know what colour {x} is?",
+            "Say the colour of {x}.",
+        ),
         ("What is the colour of {x}?",),
     ),
     "fact": (
-        ("Is it true that {x}?",),
-        ("Yes or no: {x}?",),
+        (
+            "Is it true that {x}?",
+            "True or false: {x}?",
+            "Do you think that {x}?",
+            "Please say whether {x}.",
+            "Would you say that {x}?",
+            "Can it be that {x}?",
+        ),
+        ("Is it a fact that {x}?",),
     ),
 }
 CATEGORIES = tuple(TEMPLATES)
@@ -115,3 +165,25 @@ def questions(n: int, seed: int, split: str) -> list[Question]:
         template = templates[int(rng.integers(0, len(templates)))]
         out.append(Question(category, template, fill(template, rng, category)))
     return out
+
+
+def content_words(question: str, category: str) -> list[str]:
+    """The words of ``question`` that only hearing can give (lower case): the country, the thing's noun, the two
+    numbers (spelled out), the fact's subject. Read back through the category's templates; raises ValueError
+    for a question no template of ``category`` makes."""
+    import re
+
+    from recipes.hearing.scoring import words
+
+    for template in (t for side in TEMPLATES[category] for t in side):
+        pattern = re.escape(template).replace(r"\{x\}", "(?P<x>.+)").replace(r"\{a\}", "(?P<a>\\d+)")
+        match = re.fullmatch(pattern.replace(r"\{b\}", "(?P<b>\\d+)"), question)
+        if match is None:
+            continue
+        if category == "arithmetic":
+            return words(f"{match['a']} {match['b']}")
+        if "x" not in match.groupdict():  # "Name a colour.": nothing to hear but the wording
+            return []
+        filler = words(match["x"])
+        return filler[-1:] if category == "colour" else [w for w in filler if w != "the"][:1]
+    raise ValueError(f"{question!r} is made by no {category!r} template")

@@ -122,6 +122,7 @@ def test_quick_job_writes_every_output_and_its_scores_are_the_predictions(quick_
             [r[system] for r in asked], [r["reference"] for r in asked]
         )
     assert all(r["whisper"] is not None for r in heard) and all(r["whisper"] is None for r in asked)
+    assert set(result["content_heard"]) == {"stage2", "stage2-kl", "silence", "typed"}
     assert result["wer"]["whisper"]["all"] == pytest.approx(
         word_error_rate([r["whisper"] for r in heard], [r["text"] for r in heard])
     )
@@ -190,6 +191,14 @@ def test_heldout_question_templates_never_train():
     assert {q.category for q in questions(8, 0, "train")} == set(CATEGORIES)
     seen = set(sentences(50, 0))
     assert not seen & set(sentences(20, 1, exclude=seen))
+
+
+def test_training_sentences_speak_the_questions_fillers():
+    """A job's 150 training sentences hold every country, thing and fact a question can ask about."""
+    from recipes.hearing.texts import COUNTRIES, FACTS, THINGS, sentences
+
+    spoken = " ".join(sentences(150, 0))
+    assert [x for x in (*COUNTRIES, *THINGS, *FACTS) if x not in spoken] == []
 
 
 def test_stage_recipes_point_at_the_base_and_the_kl_run_uses_the_text_teacher(tmp_path):
@@ -265,3 +274,63 @@ def test_stage1_transcribes_the_training_clips_questions_included(crashed_job):
             assert mine["response"] == mine["text"]
     (stage1,) = yaml.safe_load((out / "stage1.yaml").read_text())["data"]["train_shards"].split()
     assert stage1.endswith("transcribe-*.tar")
+
+
+def test_stage2_answers_every_training_question_repeated_and_transcribes_the_rest_once(crashed_job):
+    """Stage 2's split: the training clips (the same audio files), each spoken question `question_repeats` times
+    under keys of its own, each digits and sentence clip once; both stage-2 runs train on it."""
+    from recipes.demo.hear import HearConfig
+
+    out, _ = crashed_job
+    data, repeats = out / "data", HearConfig.quick().question_repeats
+    train, answer = (_rows(data / f"{split}.jsonl") for split in ("train", "answer"))
+    questions = [r for r in train if r["kind"] == "question"]
+    assert repeats > 1 and questions
+    assert len(answer) == len(train) + (repeats - 1) * len(questions)
+    assert len({r["key"] for r in answer}) == len(answer)
+    assert answer[: len(train)] == train  # the first pass is the training split itself
+    for n in range(1, repeats):
+        copies = answer[len(train) + (n - 1) * len(questions) : len(train) + n * len(questions)]
+        assert [r["key"] for r in copies] == [f"{q['key']}-r{n}" for q in questions]
+        assert [{**r, "key": q["key"]} for r, q in zip(copies, questions)] == questions
+    for name in ("stage2", "stage2-kl"):
+        (shards,) = yaml.safe_load((out / f"{name}.yaml").read_text())["data"]["train_shards"].split()
+        assert shards.endswith("answer-*.tar")
+
+
+def test_repeated_questions_split_refuses_zero_repeats(tmp_path):
+    from recipes.hearing.data import repeated_questions_split
+
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        repeated_questions_split(tmp_path, "train", "answer", 0)
+
+
+def test_content_words_read_the_filler_back_through_every_template():
+    from recipes.hearing.texts import CATEGORIES, TEMPLATES, content_words, questions
+
+    assert content_words("Tell me the capital of France.", "capital") == ["france"]
+    assert content_words("How much is 4 plus 12?", "arithmetic") == ["four", "one", "two"]
+    assert content_words("What is the colour of a banana?", "colour") == ["banana"]
+    assert content_words("Is it a fact that the sun is hot?", "fact") == ["sun"]
+    assert content_words("Name a colour.", "colour") == []
+    with pytest.raises(ValueError, match="made by no 'capital' template"):
+        content_words("What is the colour of snow?", "capital")
+    for split in ("train", "heldout"):  # every question the job asks has its filler found
+        for q in questions(200, 3, split):
+            assert content_words(q.text, q.category) or q.text == "Name a colour."
+    assert set(CATEGORIES) == set(TEMPLATES)
+
+
+def test_content_heard_counts_answers_holding_every_content_word():
+    from recipes.hearing.heldout import content_heard
+
+    samples = [
+        {"kind": "question", "category": "capital", "text": "Tell me the capital of Japan."},
+        {"kind": "question", "category": "capital", "text": "Tell me the capital of Egypt."},
+        {"kind": "question", "category": "arithmetic", "text": "How much is 3 plus 6?"},
+        {"kind": "question", "category": "colour", "text": "Name a colour."},  # no content word: left out
+        {"kind": "digits", "category": None, "text": "three one"},
+    ]
+    answers = ["The capital of Japan is", "The capital of France is", "3 + 5 =", "Red", "3 1"]
+    assert content_heard(samples, answers) == {"all": 1 / 3, "arithmetic": 0.0, "capital": 0.5}
