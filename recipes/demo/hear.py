@@ -37,11 +37,12 @@ from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, write_stage_recipe
 
 TRANSCRIBE = "transcribe"  # stage 1's split: the training clips, every one to transcribe (questions too)
 ANSWER = "answer"  # stage 2's split: the training clips, each spoken question `question_repeats` times
-# question: the typed answers' limit too. 6 tokens MEASURED (2026-12-03) to keep what proves hearing -- the
-# answer restates the question's filler ("The capital of Japan is Tokyo", "The colour of snow is actually",
-# "To add 7 and") -- and drop the cut-off tails that 8 tokens keep ("No: birds do not have"). Asking for "one
-# word" makes SmolLM2-135M answer worse ('The answer is "blood"', "This is a classic math problem").
-MAX_NEW_TOKENS = {"digits": 12, "sentence": 20, "question": 6}
+# question: the typed answers' limit too. 5 tokens MEASURED (2026-12-03, SmolLM2-135M, greedy) to end just after
+# the question's filler where the answer restates it ("The capital of Japan is", "The colour of snow is") and
+# before the tails that differ between wordings of one question (6 tokens: "... is usually" / "... is a"), which
+# no model could guess for a wording it never heard. Asking for "one word" makes SmolLM2-135M answer worse
+# ('The answer is "blood"', "This is a classic math problem").
+MAX_NEW_TOKENS = {"digits": 12, "sentence": 20, "question": 5}
 QUICK_TOKENS = {"digits": 3, "sentence": 3, "question": 3}
 
 
@@ -66,7 +67,7 @@ class HearConfig:
     # 1e-2 -> 68.3 % / sentences 64.1 % (stage 1 alone); 1e-2 with projector_init_scale 0.3 -> 61.8 % / 53.1 %
     stage1_lr: float = 1e-2
     stage2_lr: float = 1e-3
-    question_repeats: int = 3  # copies of each spoken question in stage 2's split (the clips are not re-spoken)
+    question_repeats: int = 2  # copies of each spoken question in stage 2's split (the clips are not re-spoken)
     eval_batch_size: int = 16
     num_workers: int = 1  # data-loading processes of each training run
     audio_pool_stride: int = 4
@@ -251,15 +252,18 @@ def score(samples: list[dict], responses: dict[str, list[str]], whisper: list[st
 
 
 # The gates: what "the model hears" means here, set from MEASURED runs (written down before the last run).
-# 2026-12-03, slow class (AVX2 emulation, 2 cores), the shipped settings, one run: stage 2 (CE) digits WER
-# 0.675, sentences 0.570 against silence's 2.179 and 1.383 (stage 1 alone, same run: 0.642 / 0.539; an earlier
-# stage-1-only run 0.618 / 0.531; with 190 stage-1 steps 0.699 / 0.516, silence 1.593 / 0.852); the bounds leave
-# room for run-to-run spread and stay far below silence. Spoken-question agreement is NOT gated: every run so
-# far scores 0 % (KL 0 %) and so does silence -- the job does not hear the questions yet (see the README), and
-# a gate it cannot pass would only make the main job fail. It is reported next to silence.
+# The settings before 2026-12-03's second round (slow class, AVX2 emulation, 2 cores): stage 2 (CE) digits WER
+# 0.675 / 0.748 (seeds 0 / 1), sentences 0.570 / 0.710, silence 2.179 / 1.150 and 1.383 / 0.903. The shipped
+# settings (half the sentences speak the questions' fillers: harder, Whisper's own sentence WER 15 % -> 34 %),
+# seed 1, native: digits 0.693, sentences 0.744, silence 1.055 / 1.690; with 40 stage-2 steps 0.559 / 0.667.
+# Digits keep 0.85; sentences move from 0.75 to 0.85 for the harder sentences; both stay far below silence.
+# Spoken-question agreement is NOT gated: no run on two seeds hears the questions' fillers (every run answers the
+# category -- "The capital of France is" -- and its agreement is the facts' boilerplate, "The answer to this
+# question"; see docs/pretrained-job.md), and a gate it cannot pass would only make the main job fail. It is
+# reported next to silence, with the content heard.
 GATES = {
     ("wer", "stage2", "digits"): ("<=", 0.85),
-    ("wer", "stage2", "sentence"): ("<=", 0.75),
+    ("wer", "stage2", "sentence"): ("<=", 0.85),
 }
 
 
