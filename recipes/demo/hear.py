@@ -252,18 +252,17 @@ def score(samples: list[dict], responses: dict[str, list[str]], whisper: list[st
 
 
 # The gates: what "the model hears" means here, set from MEASURED runs (written down before the last run).
-# The settings before 2026-12-03's second round (slow class, AVX2 emulation, 2 cores): stage 2 (CE) digits WER
-# 0.675 / 0.748 (seeds 0 / 1), sentences 0.570 / 0.710, silence 2.179 / 1.150 and 1.383 / 0.903. The shipped
-# settings (half the sentences speak the questions' fillers: harder, Whisper's own sentence WER 15 % -> 34 %),
-# seed 1, native: digits 0.693, sentences 0.744, silence 1.055 / 1.690; with 40 stage-2 steps 0.559 / 0.667.
-# Digits keep 0.85; sentences move from 0.75 to 0.85 for the harder sentences; both stay far below silence.
-# Spoken-question agreement is NOT gated: no run on two seeds hears the questions' fillers (every run answers the
-# category -- "The capital of France is" -- and its agreement is the facts' boilerplate, "The answer to this
-# question"; see docs/pretrained-job.md), and a gate it cannot pass would only make the main job fail. It is
-# reported next to silence, with the content heard.
+# 2026-12-03, slow class (AVX2 emulation, 2 cores), the settings before this round's question changes: stage 2
+# (CE) digits WER 0.675 / 0.748 (seeds 0 / 1), sentences 0.570 / 0.710, against silence's 2.179 / 1.150 and
+# 1.383 / 0.903; the bounds leave room for run-to-run spread and stay far below silence. (Sentences that also
+# speak the questions' fillers, tried this round, made ours 0.754 / 0.744 against silence's 0.849 / 1.690 and
+# heard no more fillers: not shipped, see docs/pretrained-job.md.) Spoken-question agreement is NOT gated: no
+# run on two seeds hears the questions' fillers (every run answers the category -- "The capital of France is" --
+# and what agreement remains is the facts' boilerplate, "The answer to this question"), and a gate it cannot
+# pass would only make the main job fail. It is reported next to silence, with the content heard.
 GATES = {
     ("wer", "stage2", "digits"): ("<=", 0.85),
-    ("wer", "stage2", "sentence"): ("<=", 0.85),
+    ("wer", "stage2", "sentence"): ("<=", 0.75),
 }
 
 

@@ -20,43 +20,28 @@ VERBS_IMPERATIVE = ("open", "close", "clean", "paint", "bring", "find", "move", 
 PLACES = ("kitchen", "garden", "office", "school", "station", "park", "house", "shop")
 
 
-def sentence(rng: np.random.Generator, turns: dict[str, int] | None = None) -> str:
-    """A short sentence (4-9 words), one of six shapes, words drawn from ``rng``. Three shapes carry the
-    questions' fillers (a country, a thing, a fact): the words a spoken question's answer depends on are then
-    heard in many voices and sentences, not only in the few questions that hold each. ``turns`` (updated):
-    how often each filler list was used, so that the fillers come in turn and every one is spoken."""
-    turns = {} if turns is None else turns
+def sentence(rng: np.random.Generator) -> str:
+    """A short sentence (4-8 words), one of three shapes, words drawn from ``rng``."""
 
     def pick(words: tuple[str, ...]) -> str:
         return words[int(rng.integers(0, len(words)))]
 
-    def next_of(name: str, fillers: tuple[str, ...]) -> str:
-        turns[name] = turns.get(name, -1) + 1
-        return fillers[turns[name] % len(fillers)]
-
-    shape = int(rng.integers(0, 6))
+    shape = int(rng.integers(0, 3))
     if shape == 0:
         return f"The {pick(ADJECTIVES)} {pick(NOUNS)} {pick(VERBS_PAST)} the {pick(OBJECTS)}."
     if shape == 1:
         return f"Please {pick(VERBS_IMPERATIVE)} the {pick(OBJECTS)} in the {pick(PLACES)}."
-    if shape == 2:
-        return f"My {pick(NOUNS)} is in the {pick(PLACES)}."
-    if shape == 3:
-        return f"My {pick(NOUNS)} flew to {next_of('country', COUNTRIES)}."
-    if shape == 4:
-        return f"I saw {next_of('thing', THINGS)} in the {pick(PLACES)}."
-    return f"The {pick(NOUNS)} said that {next_of('fact', FACTS)}."
+    return f"My {pick(NOUNS)} is in the {pick(PLACES)}."
 
 
 def sentences(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """``n`` sentences from ``seed``'s stream, none in ``exclude`` (held-out: exclude the training ones)."""
     rng = np.random.default_rng([seed, 21])
     out: list[str] = []
-    turns: dict[str, int] = {}
     for _ in range(200 * max(1, n)):
         if len(out) == n:
             return out
-        s = sentence(rng, turns)
+        s = sentence(rng)
         if s not in exclude:
             out.append(s)
     raise ValueError(f"could not draw {n} sentences outside the {len(exclude)} excluded ones: lower the count")
