@@ -63,6 +63,24 @@ FACTS = (
 )
 NUMBERS = tuple(range(2, 10))
 
+
+def filler_lists(n: int, seed: int, per_clip: int = 3) -> list[str]:
+    """``n`` short lists of the questions' fillers to transcribe ("Japan, the sky, fish can swim."), ``per_clip``
+    a list: every country, thing and fact in turn (a shuffled pass over all of them, then the next pass), so each
+    is spoken about ``n * per_clip / 28`` times. A question holds its filler once, so each country is otherwise
+    heard in only ~6 training questions against ~800 spoken digits, too few for the projector to learn it; a
+    list clip is short, and a clip costs the frozen encoder the same padded window whatever its length."""
+    if per_clip < 1:
+        raise ValueError(f"per_clip must be >= 1, got {per_clip}")
+    pool = [*COUNTRIES, *THINGS, *FACTS]
+    rng = np.random.default_rng([seed, 24])
+    order: list[str] = []
+    while len(order) < n * per_clip:
+        order.extend(pool[int(i)] for i in rng.permutation(len(pool)))
+    texts = (", ".join(order[i * per_clip : (i + 1) * per_clip]) for i in range(n))
+    return [text[0].upper() + text[1:] + "." for text in texts]
+
+
 # category -> (training templates, held-out templates); {x}: the filler. Several training wordings per category,
 # each opening differently: with one or two, the model learnt the wording's opening ("Tell me ..." answered as
 # the imperative sentences "Please ...") instead of the words that carry the question ("capital", the country).

@@ -193,6 +193,36 @@ def test_heldout_question_templates_never_train():
     assert not seen & set(sentences(20, 1, exclude=seen))
 
 
+def test_filler_lists_speak_every_filler_equally_often():
+    """Every country, thing and fact comes in turn: over whole passes each is spoken equally often, and a list
+    clip is a sentence to transcribe (capitalised, one full stop)."""
+    from collections import Counter
+
+    from recipes.hearing.texts import COUNTRIES, FACTS, THINGS, filler_lists
+
+    pool = [*COUNTRIES, *THINGS, *FACTS]
+    lists = filler_lists(2 * len(pool), seed=0, per_clip=3)  # exactly 6 passes
+    assert len(lists) == 2 * len(pool) and all(t[0].isupper() and t.endswith(".") for t in lists)
+    spoken = Counter(w.lower() for t in lists for w in t[:-1].split(", "))
+    assert spoken == Counter({f.lower(): 6 for f in pool})
+    assert filler_lists(5, seed=0) == filler_lists(5, seed=0) != filler_lists(5, seed=1)
+    with pytest.raises(ValueError, match="per_clip must be >= 1, got 0"):
+        filler_lists(3, seed=0, per_clip=0)
+
+
+def test_the_job_trains_on_filler_lists_and_never_holds_them_out(crashed_job):
+    """The training split holds the quick job's filler lists as sentences to transcribe; the held-out one none."""
+    from recipes.demo.hear import HearConfig
+    from recipes.hearing.texts import filler_lists
+
+    out, _ = crashed_job
+    cfg = HearConfig.quick()
+    lists = filler_lists(cfg.train["fillers"], cfg.seed)
+    train, heldout = (_rows(out / "data" / f"{split}.jsonl") for split in ("train", "heldout"))
+    assert lists and [r for r in train if r["text"] in lists and r["kind"] == "sentence"]
+    assert not [r for r in heldout if r["text"] in lists]
+
+
 def test_stage_recipes_point_at_the_base_and_the_kl_run_uses_the_text_teacher(tmp_path):
     from recipes.hearing.recipe import TEXT_TEACHER_KL, StageRun, stage_recipe
 
