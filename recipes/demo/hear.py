@@ -172,7 +172,7 @@ def make_speech(cfg: HearConfig, base: Path, data: Path, timer: Timer) -> None:
         counts = cfg.train if split == "train" else cfg.heldout
         total = counts["digits"] + len(utterances)
         with Heartbeat(f"speech {split}", total, unit="clip") as beat:
-            write_speech_split(data, split, counts["digits"], utterances, seed, split == "train", beat.update)
+            write_speech_split(data, split, counts["digits"], utterances, seed, beat.update)
         if split == "train":  # the same clips (their FLAC files): the questions to transcribe; to answer, repeated
             transcription_split(data, "train", TRANSCRIBE)
             repeated_questions_split(data, "train", ANSWER, cfg.question_repeats)

@@ -79,11 +79,11 @@ def write_speech_split(
     n_digits: int,
     utterances: Sequence[Utterance],
     seed: int,
-    shards: bool,
     progress=None,
 ) -> SyntheticDataset:
-    """Speak ``n_digits`` digit strings and ``utterances`` into ``out_dir/<split>.jsonl`` + FLAC clips (and
-    ``out_dir/shards/<split>-*.tar`` with ``shards``). ``progress``: optional callable(clips written)."""
+    """Speak ``n_digits`` digit strings and ``utterances`` into ``out_dir/<split>.jsonl`` + FLAC clips; no shards:
+    the training runs read the splits made from these clips (`transcription_split`, `repeated_questions_split`).
+    ``progress``: optional callable(clips written)."""
 
     def counted() -> Iterator[dict]:
         for n, sample in enumerate(_spoken(utterances, n_digits, seed), 1):
@@ -91,8 +91,7 @@ def write_speech_split(
             if progress is not None:
                 progress(n)
 
-    ds = write_clip_dataset(out_dir, split, counted(), _entry_fields)
-    return shard_dataset(ds, split, maxcount=500) if shards else ds
+    return write_clip_dataset(out_dir, split, counted(), _entry_fields)
 
 
 def transcription_split(out_dir: str | os.PathLike, source: str, split: str) -> SyntheticDataset:

@@ -67,9 +67,10 @@ NUMBERS = tuple(range(2, 10))
 def filler_lists(n: int, seed: int, per_clip: int = 3) -> list[str]:
     """``n`` short lists of the questions' fillers to transcribe ("Japan, the sky, fish can swim."), ``per_clip``
     a list: every country, thing and fact in turn (a shuffled pass over all of them, then the next pass), so each
-    is spoken about ``n * per_clip / 28`` times. A question holds its filler once, so each country is otherwise
-    heard in only ~6 training questions against ~800 spoken digits, too few for the projector to learn it; a
-    list clip is short, and a clip costs the frozen encoder the same padded window whatever its length."""
+    is spoken about ``n * per_clip / len(pool)`` times (the pool: 28). A question holds its filler once, so each
+    country is otherwise heard in only ~6 training questions against ~800 spoken digits, too few for the
+    projector to learn it; a list clip is short, and a clip costs the frozen encoder the same padded window
+    whatever its length."""
     if per_clip < 1:
         raise ValueError(f"per_clip must be >= 1, got {per_clip}")
     pool = [*COUNTRIES, *THINGS, *FACTS]

@@ -298,12 +298,13 @@ def test_stage1_transcribes_the_training_clips_questions_included(crashed_job):
     assert stage1.endswith("transcribe-*.tar")
 
 
-def test_stage2_answers_every_training_question_repeated_and_transcribes_the_rest_once(crashed_job):
+def test_stage2_answers_every_training_question_repeated_and_transcribes_the_rest_once(crashed_again):
     """Stage 2's split: the training clips (the same audio files), each spoken question `question_repeats` times
-    under keys of its own, each digits and sentence clip once; both stage-2 runs train on it."""
+    under keys of its own, each digits and sentence clip once; both stage-2 runs train on it (the KL run's
+    recipe is written by the second, `crashed_again`, run)."""
     from recipes.demo.hear import HearConfig
 
-    out, _ = crashed_job
+    out, _ = crashed_again
     data, repeats = out / "data", HearConfig.quick().question_repeats
     train, answer = (_rows(data / f"{split}.jsonl") for split in ("train", "answer"))
     questions = [r for r in train if r["kind"] == "question"]
@@ -318,6 +319,8 @@ def test_stage2_answers_every_training_question_repeated_and_transcribes_the_res
     for name in ("stage2", "stage2-kl"):
         (shards,) = yaml.safe_load((out / f"{name}.yaml").read_text())["data"]["train_shards"].split()
         assert shards.endswith("answer-*.tar")
+    # only the shards a run reads are written (the spoken clips themselves are not sharded)
+    assert {p.name.rsplit("-", 1)[0] for p in (data / "shards").glob("*.tar")} == {"transcribe", "answer"}
 
 
 def test_repeated_questions_split_refuses_zero_repeats(tmp_path):
